@@ -1,0 +1,183 @@
+"""GraphContext: the typed client API of the GraphServer.
+
+::
+
+    async with GraphContext("127.0.0.1:25970") as ctx:
+        await ctx.connect("SRC/OUT", "SINK/IN")
+        print((await ctx.snapshot()).edges)
+        async for event in ctx.subscribe_topology_events(after_seq=0):
+            print(event)
+
+Every call has a deadline (``timeout=``, default the context's). When the
+connection is lost, calls waiting on it fail with :class:`ConnectionClosed`.
+The session's edges and metadata are dropped by the server when the context
+closes (or on :meth:`revert`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from ..protocol import messages as m
+from ..protocol.address import Address, resolve_address, resolve_token
+from ..protocol.errors import ConnectionClosed, ServerUnreachable
+from ..protocol.graph import GraphMetadata, GraphSnapshot
+from .connection import ClientConnection
+from .streams import EventSubscription, StreamReceiver
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class GraphContext:
+    """A session on a GraphServer.
+
+    ``address``: ``host:port``, or None for ``$EZMSG_CONSOLE_ADDRESS`` or the
+    default ``127.0.0.1:25970``. ``auto_start=True`` starts an embedded
+    GraphServer (in a background thread of this process) when none answers,
+    and stops it when the context closes. ``token`` (or
+    ``$EZMSG_CONSOLE_TOKEN``) authenticates against a server that has one.
+    """
+
+    def __init__(self, address: str | Address | tuple[str, int] | None = None, *, auto_start: bool = False,
+                 token: str | None = None, name: str | None = None, role: m.Role = m.Role.SESSION,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._requested_address = address
+        self.auto_start = auto_start
+        self._token = token
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.role = role
+        self.timeout = timeout
+        self.address: Address | None = None
+        self.embedded_server: Any = None  # a GraphServer when auto_start started one
+        self._conn: ClientConnection | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def __aenter__(self) -> GraphContext:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect (starting an embedded server first if allowed and needed)."""
+        if self._conn is not None:
+            return
+        address = resolve_address(self._requested_address)
+        token = resolve_token(self._token)
+        try:
+            self._conn = await ClientConnection.open(address, role=self.role, name=self.name, token=token,
+                                                     timeout=self.timeout)
+        except ServerUnreachable:
+            if not self.auto_start:
+                raise
+            from ..server import GraphServer  # only needed, and imported, for auto_start
+
+            server = GraphServer(address, token=token)
+            address = server.start_in_thread(self.timeout)
+            self.embedded_server = server
+            self._conn = await ClientConnection.open(address, role=self.role, name=self.name, token=token,
+                                                     timeout=self.timeout)
+        self.address = address
+
+    async def close(self) -> None:
+        """Close the session; the server drops its edges and metadata."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+        server, self.embedded_server = self.embedded_server, None
+        if server is not None:
+            server.stop_thread()
+
+    @property
+    def connection(self) -> ClientConnection:
+        if self._conn is None:
+            raise ConnectionClosed("this GraphContext is not connected; use `async with GraphContext(...)`")
+        if self._conn.closed:
+            raise self._conn.close_error or ConnectionClosed("connection closed")
+        return self._conn
+
+    @property
+    def session_id(self) -> str:
+        return self.connection.welcome.peer_id
+
+    @property
+    def server_epoch(self) -> str:
+        return self.connection.welcome.server_epoch
+
+    @property
+    def server_id(self) -> str:
+        return self.connection.welcome.server_id
+
+    def _t(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    # -- requests --------------------------------------------------------
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Round-trip time to the server, in seconds."""
+        start = time.perf_counter()
+        await self.connection.request(m.PingRequest, m.Pong, self._t(timeout))
+        return time.perf_counter() - start
+
+    async def sync(self, timeout: float | None = None) -> None:
+        """Return once the server has handled every earlier request of this session."""
+        await self.connection.request(m.SyncRequest, m.Ack, self._t(timeout))
+
+    async def snapshot(self, timeout: float | None = None) -> GraphSnapshot:
+        reply = await self.connection.request(m.SnapshotRequest, m.SnapshotReply, self._t(timeout))
+        return reply.snapshot
+
+    async def connect(self, from_topic: str, to_topic: str, *, persistent: bool = False,
+                      timeout: float | None = None) -> None:
+        """Add an edge owned by this session (or by nobody, if ``persistent``).
+
+        Raises CycleError (and nothing changes) for a self-loop or a cycle.
+        """
+        await self.connection.request(lambda rid: m.ConnectEdge(rid, from_topic, to_topic, persistent),
+                                      m.Ack, self._t(timeout))
+
+    async def disconnect(self, from_topic: str, to_topic: str, *, persistent: bool = False,
+                         timeout: float | None = None) -> None:
+        """Remove this session's ownership of the edge (a no-op if it has none)."""
+        await self.connection.request(lambda rid: m.DisconnectEdge(rid, from_topic, to_topic, persistent),
+                                      m.Ack, self._t(timeout))
+
+    async def register_metadata(self, metadata: GraphMetadata, timeout: float | None = None) -> None:
+        """Declare this session's components; replaces what it declared before.
+
+        Raises AddressCollision, naming every address another session holds.
+        """
+        await self.connection.request(lambda rid: m.RegisterMetadata(rid, metadata), m.Ack, self._t(timeout))
+
+    async def revert(self, timeout: float | None = None) -> None:
+        """Drop this session's edges and metadata, keeping the connection."""
+        await self.connection.request(m.ClearSession, m.Ack, self._t(timeout))
+
+    async def shutdown_server(self, timeout: float | None = None) -> None:
+        """Ask the server to stop (honoured from loopback only)."""
+        await self.connection.request(m.ShutdownRequest, m.Ack, self._t(timeout))
+
+    # -- streams ---------------------------------------------------------
+
+    def subscribe_topology_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
+                                  timeout: float | None = None) -> EventSubscription:
+        """Topology events after ``after_seq`` (retained history first, then live).
+
+        ``after_seq=None`` means live events only. ``await`` the result to
+        subscribe at once, or iterate it with ``async for``.
+        """
+
+        start_after = -1 if after_seq is None else after_seq
+
+        async def open_stream(receiver: StreamReceiver) -> ClientConnection:
+            conn = self.connection
+            await conn.request(lambda rid: m.Subscribe(rid, m.StreamKind.TOPOLOGY, start_after), m.Subscribed,
+                               self._t(timeout), stream=receiver)
+            return conn
+
+        return EventSubscription(open_stream, max_queue)

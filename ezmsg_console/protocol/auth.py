@@ -1,0 +1,43 @@
+"""Shared-secret challenge-response for the handshake (HMAC-SHA256).
+
+The token never crosses the wire. The server's hello carries a fresh random
+nonce; the client proves it knows the token by an HMAC over both nonces, its
+role and its name. A captured handshake is useless later because the server's
+nonce is new on every connection. The server answers with its own proof over
+the same nonces, so the client knows it reached the right server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+_CONTEXT = b"ezmsg-console/auth/v1"
+
+
+def new_nonce() -> str:
+    """A fresh 128-bit random nonce as hex."""
+    return secrets.token_hex(16)
+
+
+def _mac(token: str, *parts: str) -> str:
+    msg = b"|".join([_CONTEXT, *(p.encode("utf-8") for p in parts)])
+    return hmac.new(token.encode("utf-8"), msg, hashlib.sha256).hexdigest()
+
+
+def client_proof(token: str, server_nonce: str, client_nonce: str, role: str, name: str) -> str:
+    """What the client sends to prove it holds ``token``."""
+    return _mac(token, "client", server_nonce, client_nonce, role, name)
+
+
+def server_proof(token: str, server_nonce: str, client_nonce: str) -> str:
+    """What the server sends back to prove it holds ``token`` too."""
+    return _mac(token, "server", server_nonce, client_nonce)
+
+
+def proofs_match(expected: str, given: str | None) -> bool:
+    """Constant-time comparison; a missing proof never matches."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(expected.encode("ascii", "replace"), given.encode("ascii", "replace"))

@@ -1,0 +1,99 @@
+"""The one msgpack codec: fixed options, explicit ext types, never pickle.
+
+Decoding never builds arbitrary objects: there is no ``object_hook`` and the
+only ext type understood is :data:`EXT_NDARRAY`, a numpy array sent as
+``(dtype string, shape, raw bytes)``. Object dtypes are refused in both
+directions. Map keys must be strings; nesting is bounded by the
+msgpack unpacker's own stack limit. Any failure is a :class:`DecodeError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .errors import DecodeError, LocalProtocolError
+
+EXT_NDARRAY = 1
+
+
+def _np() -> Any:
+    import numpy  # imported at call time: numpy only loads when an array is seen
+
+    return numpy
+
+
+def _default(obj: Any) -> Any:
+    np = _np()
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise LocalProtocolError("numpy arrays of dtype=object cannot be sent")
+        arr = np.ascontiguousarray(obj)
+        header = msgpack.packb([arr.dtype.str, list(arr.shape)], use_bin_type=True)
+        return msgpack.ExtType(EXT_NDARRAY, header + arr.tobytes())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise LocalProtocolError(f"cannot encode a {type(obj).__name__} in a message")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != EXT_NDARRAY:
+        raise DecodeError(f"unknown msgpack ext type {code}")
+    np = _np()
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True)
+    unpacker.feed(data)
+    try:
+        dtype_str, shape = unpacker.unpack()
+    except Exception as exc:  # noqa: BLE001 - any malformed header is a decode error
+        raise DecodeError(f"malformed ndarray header: {exc}") from None
+    offset = unpacker.tell()
+    if not isinstance(dtype_str, str) or not isinstance(shape, list):
+        raise DecodeError("malformed ndarray header")
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise DecodeError("ndarray shape must be non-negative integers")
+    try:
+        dtype = np.dtype(dtype_str)
+    except TypeError:
+        raise DecodeError(f"unknown ndarray dtype {dtype_str!r}") from None
+    if dtype.hasobject:
+        raise DecodeError("ndarray of dtype=object refused")
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(data) - offset:
+        raise DecodeError("ndarray byte length does not match dtype and shape")
+    return np.frombuffer(data, dtype=dtype, offset=offset, count=count).reshape(shape)
+
+
+def packb(obj: Any) -> bytes:
+    """Encode plain data (dict, list, str, bytes, numbers, None, ndarray)."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True, default=_default, datetime=False)
+    except LocalProtocolError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode message: {exc}") from None
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode one msgpack value; raise DecodeError for anything malformed.
+
+    The frame decoder has already bounded ``data``, which bounds every string,
+    array and map inside it.
+    """
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_ext_hook,
+            timestamp=0,
+        )
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types
+        raise DecodeError(f"undecodable frame: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,145 @@
+"""Sans-IO connection: bytes in, messages out, with the handshake as a state machine.
+
+Theory of operation
+-------------------
+Both ends wrap their socket around a :class:`ProtocolConnection`. The I/O
+layer calls :meth:`receive_data` with whatever bytes arrived and gets back the
+complete, decoded, *legal* messages; it calls :meth:`send` with a message and
+writes the bytes it returns. Nothing here touches a socket or an event loop.
+
+The handshake::
+
+    server                                   client
+    SEND_SERVER_HELLO --ServerHello-->       AWAIT_SERVER_HELLO
+    AWAIT_HELLO       <--Hello---------      SEND_HELLO
+    SEND_WELCOME      --Welcome------->      AWAIT_WELCOME
+    OPEN                                     OPEN
+
+Before OPEN only the handshake messages (and an ErrorReply, which ends the
+connection) are legal, and frames over 4 KiB are refused; in OPEN any
+non-handshake message may flow either way (routed requests go server ->
+process too) and the limit rises to the negotiated ``max_frame_size``. Moves
+are looked up in :data:`TRANSITIONS`; an illegal one raises
+:class:`LocalProtocolError` (our bug) or :class:`RemoteProtocolError` (theirs).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .codec import packb, unpackb
+from .errors import LocalProtocolError, RemoteProtocolError
+from .framing import HANDSHAKE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from .messages import ErrorReply, Hello, ServerHello, Welcome
+from .wire import Message, decode_message, encode_message
+
+
+class Side(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    SEND_SERVER_HELLO = "SEND_SERVER_HELLO"
+    AWAIT_SERVER_HELLO = "AWAIT_SERVER_HELLO"
+    AWAIT_HELLO = "AWAIT_HELLO"
+    SEND_HELLO = "SEND_HELLO"
+    SEND_WELCOME = "SEND_WELCOME"
+    AWAIT_WELCOME = "AWAIT_WELCOME"
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+
+
+class Direction(enum.Enum):
+    SEND = "send"
+    RECV = "recv"
+
+
+_HANDSHAKE = (ServerHello, Hello, Welcome)
+_OPEN_MESSAGE = "open-message"  # any message that is not part of the handshake
+_S, _C = Side.SERVER, Side.CLIENT
+_TX, _RX = Direction.SEND, Direction.RECV
+
+TRANSITIONS: dict[tuple[Side, State, Direction, object], State] = {
+    (_S, State.SEND_SERVER_HELLO, _TX, ServerHello): State.AWAIT_HELLO,
+    (_S, State.AWAIT_HELLO, _RX, Hello): State.SEND_WELCOME,
+    (_S, State.SEND_WELCOME, _TX, Welcome): State.OPEN,
+    (_C, State.AWAIT_SERVER_HELLO, _RX, ServerHello): State.SEND_HELLO,
+    (_C, State.SEND_HELLO, _TX, Hello): State.AWAIT_WELCOME,
+    (_C, State.AWAIT_WELCOME, _RX, Welcome): State.OPEN,
+    (_S, State.OPEN, _TX, _OPEN_MESSAGE): State.OPEN,
+    (_S, State.OPEN, _RX, _OPEN_MESSAGE): State.OPEN,
+    (_C, State.OPEN, _TX, _OPEN_MESSAGE): State.OPEN,
+    (_C, State.OPEN, _RX, _OPEN_MESSAGE): State.OPEN,
+}
+"""(side, state, direction, message class or open-message) -> next state.
+An ErrorReply may always be sent (even once CLOSED, to report why) and received
+in any state but CLOSED; during the handshake it closes the connection."""
+
+
+class ProtocolConnection:
+    """One end of a connection, as a pure state machine."""
+
+    def __init__(self, side: Side, max_frame_size: int = MAX_FRAME_SIZE) -> None:
+        self.side = side
+        self.state = State.SEND_SERVER_HELLO if side is Side.SERVER else State.AWAIT_SERVER_HELLO
+        self.max_frame_size = max_frame_size
+        self._decoder = FrameDecoder(HANDSHAKE_MAX_FRAME_SIZE)
+        self._send_limit = HANDSHAKE_MAX_FRAME_SIZE
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
+    def _advance(self, direction: Direction, msg: Message) -> None:
+        if isinstance(msg, ErrorReply) and (direction is _TX or self.state is not State.CLOSED):
+            # Always legal to send: it is how a protocol failure is reported
+            # before the close. During the handshake it ends the connection.
+            if self.state is not State.OPEN:
+                self.state = State.CLOSED
+            return
+        if self.state is State.CLOSED:
+            err = LocalProtocolError if direction is _TX else RemoteProtocolError
+            raise err(f"connection is closed; cannot {direction.value} {msg.KIND}")
+        key: object = type(msg) if isinstance(msg, _HANDSHAKE) else _OPEN_MESSAGE
+        nxt = TRANSITIONS.get((self.side, self.state, direction, key))
+        if nxt is None:
+            err = LocalProtocolError if direction is _TX else RemoteProtocolError
+            raise err(
+                f"{msg.KIND} is not allowed to {direction.value} in state {self.state.value}",
+                {"state": self.state.value, "kind": msg.KIND},
+            )
+        if nxt is State.OPEN and self.state is not State.OPEN:
+            if isinstance(msg, Welcome):
+                # The server's limit governs both directions once open.
+                self.max_frame_size = msg.max_frame_size
+            self._decoder.max_frame_size = self.max_frame_size
+            self._send_limit = self.max_frame_size
+        self.state = nxt
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Feed received bytes; return the complete messages they finish, in order.
+
+        Raises FrameTooLarge, DecodeError or RemoteProtocolError; after any of
+        them the connection is CLOSED and the I/O layer should drop it.
+        """
+        out: list[Message] = []
+        try:
+            self._decoder.add(data)
+            while self.state is not State.CLOSED and (body := self._decoder.next_frame()) is not None:
+                msg = decode_message(unpackb(body))
+                self._advance(_RX, msg)
+                out.append(msg)
+        except RemoteProtocolError:
+            self.state = State.CLOSED
+            raise
+        return out
+
+    def send(self, msg: Message) -> bytes:
+        """Validate and frame ``msg``; return the bytes to write."""
+        body = packb(encode_message(msg))
+        self._advance(_TX, msg)
+        return encode_frame(body, self._send_limit)
+
+    def close(self) -> None:
+        self.state = State.CLOSED

@@ -1,0 +1,111 @@
+"""The GraphServer's state: stores plus event streams, with no I/O.
+
+Every operation is synchronous and runs on the server's event loop thread, so
+no lock is needed and none is ever held across a socket write: operations
+only append to per-peer queues, which the peers' writer tasks drain.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Callable
+
+from ..protocol.errors import InvalidRequest, PermissionDenied
+from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, TopologyEvent
+from ..protocol.messages import Role, StreamKind
+from .registry import ProcessRecord, Registry
+from .streams import EventStream, Subscription
+from .topology import TopologyStore
+
+
+class ServerCore:
+    """Topology, registry and push streams of one GraphServer run (one epoch)."""
+
+    def __init__(self, *, server_id: str, history_limit: int = 10000, queue_events: int = 1024,
+                 queue_bytes: int = 4 * 1024 * 1024, clock: Callable[[], float] = time.time) -> None:
+        self.server_id = server_id
+        self.epoch = uuid.uuid4().hex
+        self.clock = clock
+        self.topology = TopologyStore(self.epoch, clock)
+        self.registry = Registry(clock)
+        self.streams: dict[StreamKind, EventStream] = {
+            StreamKind.TOPOLOGY: EventStream(StreamKind.TOPOLOGY, history_limit, queue_events, queue_bytes),
+        }
+
+    # -- peers -----------------------------------------------------------
+
+    def peer_joined(self, peer_id: str, name: str, role: Role, peer_address: str) -> None:
+        self.registry.add_peer(peer_id, name, role, peer_address)
+
+    def peer_left(self, peer_id: str, subscriptions: list[str]) -> None:
+        """Release everything the peer owned: edges, metadata, streams."""
+        for stream_id in subscriptions:
+            self.unsubscribe(stream_id)
+        record = self.registry.remove_peer(peer_id)
+        self._publish_topology(self.topology.drop_owner(peer_id))
+        if isinstance(record, ProcessRecord):
+            # Always, even for a process that never registered a unit.
+            self._publish_topology(self.topology.process_changed(peer_id))
+
+    # -- topology --------------------------------------------------------
+
+    def _publish_topology(self, event: TopologyEvent | None) -> None:
+        if event is not None:
+            self.streams[StreamKind.TOPOLOGY].publish(event)
+
+    def _owner(self, peer_id: str, role: Role, persistent: bool) -> str:
+        if role is Role.OBSERVER:
+            raise PermissionDenied("observers cannot change the topology", {"role": role.value})
+        return PERSISTENT_OWNER if persistent else peer_id
+
+    def connect(self, peer_id: str, role: Role, from_topic: str, to_topic: str, persistent: bool) -> None:
+        self._publish_topology(self.topology.connect(from_topic, to_topic, self._owner(peer_id, role, persistent)))
+
+    def disconnect(self, peer_id: str, role: Role, from_topic: str, to_topic: str, persistent: bool) -> None:
+        self._publish_topology(
+            self.topology.disconnect(from_topic, to_topic, self._owner(peer_id, role, persistent))
+        )
+
+    def clear_session(self, peer_id: str) -> None:
+        self.registry.clear_metadata(peer_id)
+        self._publish_topology(self.topology.drop_owner(peer_id))
+
+    # -- metadata --------------------------------------------------------
+
+    def register_metadata(self, peer_id: str, role: Role, metadata: GraphMetadata) -> None:
+        if role is not Role.SESSION:
+            raise PermissionDenied(f"a {role.value} connection cannot register session metadata",
+                                   {"role": role.value})
+        self.registry.register_metadata(peer_id, metadata)
+
+    # -- snapshot and streams --------------------------------------------
+
+    def snapshot(self) -> GraphSnapshot:
+        return GraphSnapshot(
+            server_id=self.server_id,
+            server_epoch=self.epoch,
+            topology_seq=self.topology.seq,
+            timestamp=self.clock(),
+            graph=self.topology.graph(),
+            edge_owners=self.topology.edge_owners(),
+            sessions=self.registry.session_infos(self.topology.edges_of),
+            processes=self.registry.process_infos(),
+        )
+
+    def subscribe(self, kind: StreamKind, after_seq: int, notify: Callable[[], None]) -> Subscription:
+        stream = self.streams[kind]
+        if after_seq < -1:
+            raise InvalidRequest("after_seq must be >= 0 (or -1 for live events only)", {"after_seq": after_seq})
+        start_after = stream.last_seq if after_seq == -1 else after_seq
+        return stream.subscribe(uuid.uuid4().hex, start_after, notify)
+
+    def unsubscribe(self, stream_id: str) -> Subscription | None:
+        for stream in self.streams.values():
+            sub = stream.unsubscribe(stream_id)
+            if sub is not None:
+                return sub
+        return None
+
+    def current_seq(self, kind: StreamKind) -> int:
+        return self.streams[kind].last_seq

@@ -1,0 +1,98 @@
+"""Request kind -> a small handler that calls the core and builds the reply."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..protocol import messages as m
+from ..protocol.errors import InvalidRequest, PermissionDenied
+from ..protocol.wire import Message
+
+if TYPE_CHECKING:
+    from .core import ServerCore
+    from .peer import Peer
+
+Handler = Callable[["ServerCore", "Peer", Any], "Message | None"]
+
+
+def _ping(core: ServerCore, peer: Peer, req: m.Request) -> Message:
+    return m.Pong(req.request_id, server_time=core.clock(), server_epoch=core.epoch)
+
+
+def _ack(core: ServerCore, peer: Peer, req: m.Request) -> Message:
+    return m.Ack(req.request_id)
+
+
+def _register(core: ServerCore, peer: Peer, req: m.RegisterMetadata) -> Message:
+    core.register_metadata(peer.peer_id, peer.role, req.metadata)
+    return m.Ack(req.request_id)
+
+
+def _connect(core: ServerCore, peer: Peer, req: m.ConnectEdge) -> Message:
+    core.connect(peer.peer_id, peer.role, req.from_topic, req.to_topic, req.persistent)
+    return m.Ack(req.request_id)
+
+
+def _disconnect(core: ServerCore, peer: Peer, req: m.DisconnectEdge) -> Message:
+    core.disconnect(peer.peer_id, peer.role, req.from_topic, req.to_topic, req.persistent)
+    return m.Ack(req.request_id)
+
+
+def _clear(core: ServerCore, peer: Peer, req: m.Request) -> Message:
+    core.clear_session(peer.peer_id)
+    return m.Ack(req.request_id)
+
+
+def _snapshot(core: ServerCore, peer: Peer, req: m.Request) -> Message:
+    return m.SnapshotReply(req.request_id, core.snapshot())
+
+
+def _subscribe(core: ServerCore, peer: Peer, req: m.Subscribe) -> Message:
+    current = core.current_seq(req.stream)
+    sub = core.subscribe(req.stream, req.after_seq, peer.wake_writer)
+    peer.subscriptions[sub.stream_id] = sub
+    return m.Subscribed(req.request_id, stream_id=sub.stream_id, stream=req.stream, current_seq=current)
+
+
+def _unsubscribe(core: ServerCore, peer: Peer, req: m.Unsubscribe) -> Message:
+    sub = peer.subscriptions.pop(req.stream_id, None)
+    if sub is None:
+        raise InvalidRequest(f"no stream {req.stream_id} on this connection", {"stream_id": req.stream_id})
+    core.unsubscribe(req.stream_id)
+    peer.queue_control(m.StreamClosed(req.stream_id, sub.kind, "unsubscribed"))
+    return m.Ack(req.request_id)
+
+
+def _shutdown(core: ServerCore, peer: Peer, req: m.Request) -> Message:
+    if not peer.may_shutdown:
+        raise PermissionDenied(
+            "SHUTDOWN is honoured only from loopback peers",
+            {"peer_address": peer.peer_address},
+        )
+    peer.request_server_shutdown()
+    return m.Ack(req.request_id)
+
+
+HANDLERS: dict[type, Handler] = {
+    m.PingRequest: _ping,
+    m.SyncRequest: _ack,
+    m.RegisterMetadata: _register,
+    m.ConnectEdge: _connect,
+    m.DisconnectEdge: _disconnect,
+    m.ClearSession: _clear,
+    m.SnapshotRequest: _snapshot,
+    m.Subscribe: _subscribe,
+    m.Unsubscribe: _unsubscribe,
+    m.ShutdownRequest: _shutdown,
+}
+
+
+def dispatch(core: ServerCore, peer: Peer, msg: Message) -> Message | None:
+    """Handle one incoming message; return the reply to send (None for none).
+
+    ConsoleErrors propagate to the peer, which turns them into ErrorReply.
+    """
+    handler = HANDLERS.get(type(msg))
+    if handler is None or not isinstance(msg, m.Request):
+        raise InvalidRequest(f"{msg.KIND} is not a request this server handles", {"kind": msg.KIND})
+    return handler(core, peer, msg)

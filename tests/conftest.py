@@ -1,0 +1,220 @@
+"""Shared fixtures: a real GraphServer on 127.0.0.1 port 0, contexts, a raw peer.
+
+Every wait on a network event has a deadline derived from :data:`TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from ezmsg_console.client import GraphContext
+from ezmsg_console.protocol import auth
+from ezmsg_console.protocol import messages as m
+from ezmsg_console.protocol.address import Address
+from ezmsg_console.protocol.connection import ProtocolConnection, Side
+from ezmsg_console.protocol.wire import Message
+from ezmsg_console.server import GraphServer
+
+TIMEOUT = 10.0
+"""The one deadline every test wait derives from."""
+
+
+@pytest.fixture(autouse=True)
+def _no_env_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their own addresses and tokens."""
+    monkeypatch.delenv("EZMSG_CONSOLE_ADDRESS", raising=False)
+    monkeypatch.delenv("EZMSG_CONSOLE_TOKEN", raising=False)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[GraphServer]:
+    async with GraphServer("127.0.0.1:0") as srv:
+        yield srv
+
+
+ServerFactory = Callable[..., Awaitable[GraphServer]]
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[ServerFactory]:
+    """Start servers with custom options; all are closed at teardown."""
+    started: list[GraphServer] = []
+
+    async def factory(address: str = "127.0.0.1:0", **kwargs: Any) -> GraphServer:
+        srv = GraphServer(address, **kwargs)
+        await srv.start()
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        await srv.close()
+
+
+CtxFactory = Callable[..., Awaitable[GraphContext]]
+
+
+@pytest.fixture
+async def make_ctx() -> AsyncIterator[CtxFactory]:
+    """Open GraphContexts; all are closed at teardown."""
+    opened: list[GraphContext] = []
+
+    async def factory(address: Any, **kwargs: Any) -> GraphContext:
+        kwargs.setdefault("timeout", TIMEOUT)
+        ctx = GraphContext(address, **kwargs)
+        await ctx.open()
+        opened.append(ctx)
+        return ctx
+
+    yield factory
+    for ctx in opened:
+        await ctx.close()
+
+
+class RawPeer:
+    """A hand-driven client socket for protocol-level tests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = ProtocolConnection(Side.CLIENT)
+        self.server_hello: m.ServerHello | None = None
+        self._inbox: list[Message] = []
+
+    @classmethod
+    async def open(cls, address: Address, rcvbuf: int | None = None) -> RawPeer:
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+        else:
+            import socket
+
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (address.host, address.port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf)
+        return cls(reader, writer)
+
+    async def recv(self, timeout: float = TIMEOUT) -> Message:
+        while not self._inbox:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise ConnectionResetError("server closed the connection")
+            self._inbox.extend(self.conn.receive_data(data))
+        return self._inbox.pop(0)
+
+    async def handshake(self, *, token: str | None = None, role: m.Role = m.Role.SESSION,
+                        name: str = "raw", version: int = m.PROTOCOL_VERSION,
+                        client_nonce: str | None = None, proof: str | None = None) -> Message:
+        hello = await self.recv()
+        assert isinstance(hello, m.ServerHello)
+        self.server_hello = hello
+        nonce = client_nonce or auth.new_nonce()
+        if proof is None and token is not None:
+            proof = auth.client_proof(token, hello.nonce, nonce, role.value, name)
+        self.send(m.Hello(version, role, name, nonce, proof))
+        return await self.recv()
+
+    def send(self, msg: Message) -> None:
+        self.writer.write(self.conn.send(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def closed_by_server(self, timeout: float = TIMEOUT) -> bool:
+        """Read until EOF; True if the server closed the connection in time."""
+        async def drain() -> None:
+            while await self.reader.read(65536):
+                pass
+        try:
+            await asyncio.wait_for(drain(), timeout)
+        except ConnectionResetError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), TIMEOUT)
+        except (ConnectionError, OSError):
+            pass
+
+
+@pytest.fixture
+async def raw_peer() -> AsyncIterator[Callable[..., Awaitable[RawPeer]]]:
+    peers: list[RawPeer] = []
+
+    async def factory(address: Address, **kwargs: Any) -> RawPeer:
+        peer = await RawPeer.open(address, **kwargs)
+        peers.append(peer)
+        return peer
+
+    yield factory
+    for peer in peers:
+        await peer.close()
+
+
+class ServeProcess:
+    """``ezmsg-console serve`` as a real subprocess."""
+
+    LINE = re.compile(r"listening on (\S+):(\d+)")
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ezmsg_console", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.address: Address | None = None
+        self.stdout_text = ""
+        self.stderr_text = ""
+
+    def wait_listening(self) -> Address:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], TIMEOUT)
+        line = self.proc.stdout.readline() if ready else ""  # printed first, flushed
+        match = self.LINE.search(line)
+        if match is None:
+            self.proc.kill()
+            _out, err = self.proc.communicate(timeout=TIMEOUT)
+            raise AssertionError(f"serve did not report an address: {line!r} {err!r}")
+        self.address = Address(match.group(1), int(match.group(2)))
+        return self.address
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Signal the process, wait for it, keep its remaining output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, err = self.proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=TIMEOUT)
+        self.stdout_text, self.stderr_text = out, err
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve_process() -> Any:
+    started: list[ServeProcess] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+        proc = ServeProcess(*args, env=env)
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.stop(signal.SIGKILL)

@@ -1,0 +1,108 @@
+"""Hostile and broken peers get typed errors and a close; others keep working."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+
+from ezmsg_console.protocol import messages as m
+from ezmsg_console.protocol.framing import encode_frame
+
+from ..conftest import TIMEOUT
+
+
+async def test_garbage_bytes_get_an_error_and_a_close(server, make_ctx, raw_peer):
+    bystander = await make_ctx(server.address)
+    raw = await raw_peer(server.address)
+    assert isinstance(await raw.recv(), m.ServerHello)
+    raw.send_raw(encode_frame(b"\xc1\xc1 definitely not msgpack"))
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "DECODE_ERROR" and reply.request_id is None
+    assert await raw.closed_by_server()
+    await bystander.connect("still", "working")
+    assert (await bystander.snapshot()).edges == [("still", "working")]
+
+
+async def test_valid_msgpack_of_the_wrong_shape_after_handshake(server, raw_peer):
+    raw = await raw_peer(server.address)
+    assert isinstance(await raw.handshake(), m.Welcome)
+    raw.send_raw(encode_frame(msgpack.packb({"kind": "CONNECT", "request_id": 1, "from_topic": 5})))
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "DECODE_ERROR"
+    assert "to_topic" in reply.message or "from_topic" in reply.message
+    assert await raw.closed_by_server()
+
+
+async def test_semantically_bad_request_keeps_the_connection(server, raw_peer):
+    raw = await raw_peer(server.address)
+    await raw.handshake()
+    raw.send(m.ConnectEdge(7, "", "b"))
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.request_id == 7 and reply.code == "INVALID_REQUEST"
+    raw.send(m.PingRequest(8))
+    pong = await raw.recv()
+    assert isinstance(pong, m.Pong) and pong.request_id == 8
+
+
+async def test_oversized_length_prefix_refused_before_the_body(make_server, raw_peer):
+    server = await make_server(max_frame_size=64 * 1024)
+    raw = await raw_peer(server.address)
+    await raw.handshake()
+    raw.send_raw(struct.pack(">I", 2**31))  # claims 2 GiB; no body follows
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "FRAME_TOO_LARGE"
+    assert reply.details["size"] == 2**31 and reply.details["limit"] == 64 * 1024
+    assert await raw.closed_by_server()
+
+
+async def test_frame_just_under_the_cap_is_accepted(make_server, raw_peer):
+    cap = 64 * 1024
+    server = await make_server(max_frame_size=cap)
+    raw = await raw_peer(server.address)
+    await raw.handshake()
+    body = {"kind": "PING", "request_id": 3, "pad": ""}
+    overhead = len(msgpack.packb(body))
+    body["pad"] = "p" * (cap - 1 - overhead - 2)  # str8 -> str16 header grows by 2
+    packed = msgpack.packb(body)
+    assert len(packed) == cap - 1
+    raw.send_raw(struct.pack(">I", len(packed)) + packed)
+    pong = await raw.recv()
+    assert isinstance(pong, m.Pong) and pong.request_id == 3
+
+
+async def test_pre_handshake_limit_is_4_kib(server, raw_peer):
+    raw = await raw_peer(server.address)
+    await raw.recv()
+    raw.send_raw(struct.pack(">I", 5000) + b"\x00" * 10)
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "FRAME_TOO_LARGE"
+    assert reply.details["limit"] == 4096
+
+
+async def test_request_before_handshake_is_refused_and_shutdown_ignored(server, make_ctx, raw_peer):
+    raw = await raw_peer(server.address)
+    await raw.recv()
+    raw.send_raw(encode_frame(msgpack.packb({"kind": "SHUTDOWN", "request_id": 1})))
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.request_id is None
+    assert await raw.closed_by_server()
+    ctx = await make_ctx(server.address)  # the server is still up
+    assert await ctx.ping() < TIMEOUT
+
+
+async def test_silent_peer_is_dropped_after_the_handshake_timeout(make_server, raw_peer):
+    server = await make_server(handshake_timeout=0.2)
+    raw = await raw_peer(server.address)
+    await raw.recv()
+    reply = await raw.recv()  # we never say hello
+    assert isinstance(reply, m.ErrorReply) and reply.code == "TIMEOUT"
+    assert await raw.closed_by_server()
+
+
+async def test_unknown_request_kind_gets_invalid_request(server, raw_peer):
+    raw = await raw_peer(server.address)
+    await raw.handshake()
+    raw.send(m.Ack(5))  # a reply is not a request the server handles
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "INVALID_REQUEST"
