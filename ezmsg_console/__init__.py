@@ -7,21 +7,38 @@ The control plane is a :class:`GraphServer` (asyncio TCP, msgpack frames);
 
 from __future__ import annotations
 
-from .client import GraphContext
-from .protocol.errors import (
-    AddressCollision,
-    AuthError,
-    ConfigurationError,
-    ConnectionClosed,
-    ConsoleError,
-    CycleError,
-    ProtocolError,
-    RequestTimeout,
-    ServerError,
-    ServerUnreachable,
-)
-from .protocol.graph import ComponentMetadata, ComponentType, GraphMetadata, StreamDirection, StreamMetadata
-from .server import GraphServer
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GraphContext": "ezmsg_console.client",
+    "GraphServer": "ezmsg_console.server",
+    "AddressCollision": "ezmsg_console.protocol.errors",
+    "AuthError": "ezmsg_console.protocol.errors",
+    "ConfigurationError": "ezmsg_console.protocol.errors",
+    "ConnectionClosed": "ezmsg_console.protocol.errors",
+    "ConsoleError": "ezmsg_console.protocol.errors",
+    "CycleError": "ezmsg_console.protocol.errors",
+    "ProtocolError": "ezmsg_console.protocol.errors",
+    "RequestTimeout": "ezmsg_console.protocol.errors",
+    "ServerError": "ezmsg_console.protocol.errors",
+    "ServerUnreachable": "ezmsg_console.protocol.errors",
+    "ComponentMetadata": "ezmsg_console.protocol.graph",
+    "ComponentType": "ezmsg_console.protocol.graph",
+    "GraphMetadata": "ezmsg_console.protocol.graph",
+    "StreamDirection": "ezmsg_console.protocol.graph",
+    "StreamMetadata": "ezmsg_console.protocol.graph",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load public names on first use, so importing a subpackage (e.g. the
+    sans-IO protocol) does not drag in the server, the client or asyncio."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ezmsg_console' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __version__ = "0.1.0"
 

@@ -40,7 +40,7 @@ def parse_address(text: str) -> Address:
             raise ConfigurationError(f"bad address {text!r}: expected host:port, e.g. 127.0.0.1:25970")
     if not host:
         raise ConfigurationError(f"bad address {text!r}: the host is empty")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigurationError(f"bad address {text!r}: the port must be a number from 0 to 65535")
     return Address(host, int(port_text))
 

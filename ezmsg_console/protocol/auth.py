@@ -22,8 +22,12 @@ def new_nonce() -> str:
 
 
 def _mac(token: str, *parts: str) -> str:
-    msg = b"|".join([_CONTEXT, *(p.encode("utf-8") for p in parts)])
-    return hmac.new(token.encode("utf-8"), msg, hashlib.sha256).hexdigest()
+    # Each field is length-prefixed, so no two different field lists share an input.
+    msg = bytearray(_CONTEXT)
+    for part in parts:
+        raw = part.encode("utf-8")
+        msg += len(raw).to_bytes(4, "big") + raw
+    return hmac.new(token.encode("utf-8"), bytes(msg), hashlib.sha256).hexdigest()
 
 
 def client_proof(token: str, server_nonce: str, client_nonce: str, role: str, name: str) -> str:
@@ -40,4 +44,4 @@ def proofs_match(expected: str, given: str | None) -> bool:
     """Constant-time comparison; a missing proof never matches."""
     if not isinstance(given, str):
         return False
-    return hmac.compare_digest(expected.encode("ascii", "replace"), given.encode("ascii", "replace"))
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))

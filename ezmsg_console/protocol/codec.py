@@ -29,7 +29,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise LocalProtocolError("numpy arrays of dtype=object cannot be sent")
-        arr = np.ascontiguousarray(obj)
+        arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)  # keeps 0-d shapes
         header = msgpack.packb([arr.dtype.str, list(arr.shape)], use_bin_type=True)
         return msgpack.ExtType(EXT_NDARRAY, header + arr.tobytes())
     if isinstance(obj, np.generic):

@@ -29,7 +29,7 @@ import enum
 
 from .codec import packb, unpackb
 from .errors import LocalProtocolError, RemoteProtocolError
-from .framing import HANDSHAKE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from .framing import ABSOLUTE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from .messages import ErrorReply, Hello, ServerHello, Welcome
 from .wire import Message, decode_message, encode_message
 
@@ -91,16 +91,19 @@ class ProtocolConnection:
     def is_open(self) -> bool:
         return self.state is State.OPEN
 
-    def _advance(self, direction: Direction, msg: Message) -> None:
+    def _next_state(self, direction: Direction, msg: Message) -> State:
+        """Where ``msg`` moves the connection; raises if the move is illegal."""
         if isinstance(msg, ErrorReply) and (direction is _TX or self.state is not State.CLOSED):
             # Always legal to send: it is how a protocol failure is reported
             # before the close. During the handshake it ends the connection.
-            if self.state is not State.OPEN:
-                self.state = State.CLOSED
-            return
+            return self.state if self.state is State.OPEN else State.CLOSED
         if self.state is State.CLOSED:
             err = LocalProtocolError if direction is _TX else RemoteProtocolError
             raise err(f"connection is closed; cannot {direction.value} {msg.KIND}")
+        if isinstance(msg, Welcome) and not HANDSHAKE_MAX_FRAME_SIZE <= msg.max_frame_size <= ABSOLUTE_MAX_FRAME_SIZE:
+            err = LocalProtocolError if direction is _TX else RemoteProtocolError
+            raise err(f"WELCOME max_frame_size {msg.max_frame_size} is out of range",
+                      {"max_frame_size": msg.max_frame_size})
         key: object = type(msg) if isinstance(msg, _HANDSHAKE) else _OPEN_MESSAGE
         nxt = TRANSITIONS.get((self.side, self.state, direction, key))
         if nxt is None:
@@ -109,6 +112,9 @@ class ProtocolConnection:
                 f"{msg.KIND} is not allowed to {direction.value} in state {self.state.value}",
                 {"state": self.state.value, "kind": msg.KIND},
             )
+        return nxt
+
+    def _enter(self, nxt: State, msg: Message) -> None:
         if nxt is State.OPEN and self.state is not State.OPEN:
             if isinstance(msg, Welcome):
                 # The server's limit governs both directions once open.
@@ -124,11 +130,13 @@ class ProtocolConnection:
         them the connection is CLOSED and the I/O layer should drop it.
         """
         out: list[Message] = []
+        if self.state is State.CLOSED:
+            return out  # nothing more is read from a closed connection
         try:
             self._decoder.add(data)
             while self.state is not State.CLOSED and (body := self._decoder.next_frame()) is not None:
                 msg = decode_message(unpackb(body))
-                self._advance(_RX, msg)
+                self._enter(self._next_state(_RX, msg), msg)
                 out.append(msg)
         except RemoteProtocolError:
             self.state = State.CLOSED
@@ -136,10 +144,16 @@ class ProtocolConnection:
         return out
 
     def send(self, msg: Message) -> bytes:
-        """Validate and frame ``msg``; return the bytes to write."""
-        body = packb(encode_message(msg))
-        self._advance(_TX, msg)
-        return encode_frame(body, self._send_limit)
+        """Validate and frame ``msg``; return the bytes to write.
+
+        The frame must fit the limit the *peer* applies when it reads it, so
+        the handshake's last frame (Welcome) is still held to 4 KiB. Nothing
+        changes when the message is refused.
+        """
+        nxt = self._next_state(_TX, msg)
+        frame = encode_frame(packb(encode_message(msg)), self._send_limit)
+        self._enter(nxt, msg)
+        return frame
 
     def close(self) -> None:
         self.state = State.CLOSED
