@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import socket
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ..protocol import auth
 from ..protocol import messages as m
@@ -37,6 +37,7 @@ from .streams import StreamReceiver
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=m.Reply)
+M = TypeVar("M", bound=Message)
 READ_CHUNK = 256 * 1024
 
 
@@ -61,6 +62,7 @@ class ClientConnection:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Message], StreamReceiver | None]] = {}
         self._streams: dict[str, StreamReceiver] = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {}
         self._close_error: ConsoleError | None = None
         self._closed = asyncio.Event()
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"ezmsg-console-client-{address}")
@@ -127,6 +129,11 @@ class ClientConnection:
             raise RemoteProtocolError(f"{msg.KIND} got a {reply.KIND} reply, expected {expect.KIND}")
         return reply
 
+    def add_handler(self, kind: type[M], handler: Callable[[M], None]) -> None:
+        """Call ``handler(msg)`` for every unsolicited message of type ``kind``
+        (e.g. routes updates), on the reader task: it must not block."""
+        self._handlers[kind] = handler
+
     def forget_stream(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
 
@@ -172,7 +179,14 @@ class ClientConnection:
                 if isinstance(msg, m.StreamClosed):
                     self._streams.pop(msg.stream_id, None)
         else:
-            log.debug("ignoring unexpected %s from server", msg.KIND)
+            handler = self._handlers.get(type(msg))
+            if handler is None:
+                log.debug("ignoring unexpected %s from server", msg.KIND)
+            else:
+                try:
+                    handler(msg)
+                except Exception:  # noqa: BLE001 - a handler bug must not kill the connection
+                    log.exception("handler for %s failed", msg.KIND)
         return None
 
     def _resolve(self, request_id: int, *, reply: Message | None = None, exc: BaseException | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 from typing import Mapping
 
-from . import graph, messages
+from . import endpoints, graph, messages
 from .wire import Message
 
 _TYPES: tuple[type[Message], ...] = (
@@ -35,6 +35,10 @@ _TYPES: tuple[type[Message], ...] = (
     messages.StreamGap,
     messages.StreamClosed,
     graph.TopologyEvent,
+    endpoints.RegisterPublisher,
+    endpoints.RegisterSubscriber,
+    endpoints.UnregisterEndpoint,
+    endpoints.RoutesUpdate,
 )
 
 KINDS: Mapping[str, type[Message]] = types.MappingProxyType({cls.KIND: cls for cls in _TYPES})

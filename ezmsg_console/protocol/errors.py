@@ -20,6 +20,7 @@ in :func:`error_class_for_code`.
     ├── AuthError                        (AUTH_FAILED)
     │   └── AuthRequired                 (AUTH_REQUIRED)   a token is needed here
     ├── ConfigurationError               (CONFIGURATION)   bad address, public bind without token
+    ├── RunError                         (RUN_FAILED)      a unit or worker of a run failed
     └── ServerError                      (SERVER_ERROR)    the server refused a request
         ├── InvalidRequest               (INVALID_REQUEST)
         ├── NotFound                     (NOT_FOUND)
@@ -124,6 +125,12 @@ class ConfigurationError(ConsoleError):
     """A setting is unusable: a malformed address, a public bind without a token."""
 
     code = "CONFIGURATION"
+
+
+class RunError(ConsoleError):
+    """A unit raised, or a worker process died, during ``run()``; details name the units."""
+
+    code = "RUN_FAILED"
 
 
 class ServerError(ConsoleError):

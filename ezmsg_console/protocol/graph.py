@@ -149,6 +149,40 @@ class ProcessInfo:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PublisherInfo:
+    """Where and how to reach one publisher.
+
+    ``host_id`` identifies a machine *and* network namespace: subscribers with
+    the same ``host_id`` use the Unix socket and shared memory; others use TCP.
+    """
+
+    pub_id: str
+    topic: str
+    peer_id: str = ""  # filled in by the server: the connection that registered it
+    host_id: str = ""
+    hostname: str = ""
+    pid: int = 0
+    unix_address: str = ""
+    tcp_host: str = ""
+    tcp_port: int = 0
+    num_buffers: int = 32
+    buf_size: int = 65536
+    force_tcp: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SubscriberInfo:
+    sub_id: str
+    topic: str
+    peer_id: str = ""  # filled in by the server
+    host_id: str = ""
+    hostname: str = ""
+    pid: int = 0
+    leaky: bool = False
+    max_queue: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GraphSnapshot:
     """The whole control-plane view at one topology sequence number."""
 
@@ -160,6 +194,8 @@ class GraphSnapshot:
     edge_owners: tuple[EdgeOwners, ...]
     sessions: tuple[SessionInfo, ...]
     processes: tuple[ProcessInfo, ...] = ()
+    publishers: tuple[PublisherInfo, ...] = ()
+    subscribers: tuple[SubscriberInfo, ...] = ()
 
     @property
     def edges(self) -> list[tuple[str, str]]:

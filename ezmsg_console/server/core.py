@@ -12,8 +12,11 @@ import uuid
 from typing import Callable
 
 from ..protocol.errors import InvalidRequest, PermissionDenied
-from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, TopologyEvent
+from ..protocol.endpoints import RoutesUpdate
+from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, PublisherInfo, SubscriberInfo, TopologyEvent
 from ..protocol.messages import Role, StreamKind
+from ..protocol.wire import Message
+from .endpoints import EndpointStore
 from .registry import ProcessRecord, Registry
 from .streams import EventStream, Subscription
 from .topology import TopologyStore
@@ -23,8 +26,11 @@ class ServerCore:
     """Topology, registry and push streams of one GraphServer run (one epoch)."""
 
     def __init__(self, *, server_id: str, history_limit: int = 10000, queue_events: int = 1024,
-                 queue_bytes: int = 4 * 1024 * 1024, clock: Callable[[], float] = time.time) -> None:
+                 queue_bytes: int = 4 * 1024 * 1024, clock: Callable[[], float] = time.time,
+                 send_to_peer: Callable[[str, Message], None] | None = None) -> None:
         self.server_id = server_id
+        self._send_to_peer = send_to_peer or (lambda peer_id, msg: None)
+        self.endpoints = EndpointStore()
         self.epoch = uuid.uuid4().hex
         self.clock = clock
         self.topology = TopologyStore(self.epoch, clock)
@@ -43,7 +49,9 @@ class ServerCore:
         for stream_id in subscriptions:
             self.unsubscribe(stream_id)
         record = self.registry.remove_peer(peer_id)
+        self.endpoints.drop_peer(peer_id)
         self._publish_topology(self.topology.drop_owner(peer_id))
+        self._update_routes()
         if isinstance(record, ProcessRecord):
             # Always, even for a process that never registered a unit.
             self._publish_topology(self.topology.process_changed(peer_id))
@@ -53,6 +61,12 @@ class ServerCore:
     def _publish_topology(self, event: TopologyEvent | None) -> None:
         if event is not None:
             self.streams[StreamKind.TOPOLOGY].publish(event)
+            if event.changed_topics:
+                self._update_routes()
+
+    def _update_routes(self) -> None:
+        for sub, publishers in self.endpoints.changed_routes(self.topology.upstream):
+            self._send_to_peer(sub.peer_id, RoutesUpdate(sub.sub_id, publishers))
 
     def _owner(self, peer_id: str, role: Role, persistent: bool) -> str:
         if role is Role.OBSERVER:
@@ -70,6 +84,20 @@ class ServerCore:
     def clear_session(self, peer_id: str) -> None:
         self.registry.clear_metadata(peer_id)
         self._publish_topology(self.topology.drop_owner(peer_id))
+
+    # -- data-plane endpoints --------------------------------------------
+
+    def register_publisher(self, peer_id: str, info: PublisherInfo) -> None:
+        self.endpoints.add_publisher(peer_id, info)
+        self._update_routes()
+
+    def register_subscriber(self, peer_id: str, info: SubscriberInfo) -> None:
+        self.endpoints.add_subscriber(peer_id, info)
+        self._update_routes()
+
+    def unregister_endpoint(self, peer_id: str, endpoint_id: str) -> None:
+        self.endpoints.remove(peer_id, endpoint_id)
+        self._update_routes()
 
     # -- metadata --------------------------------------------------------
 
@@ -91,6 +119,8 @@ class ServerCore:
             edge_owners=self.topology.edge_owners(),
             sessions=self.registry.session_infos(self.topology.edges_of),
             processes=self.registry.process_infos(),
+            publishers=self.endpoints.publisher_list(),
+            subscribers=self.endpoints.subscriber_list(),
         )
 
     def subscribe(self, kind: StreamKind, after_seq: int, notify: Callable[[], None]) -> Subscription:

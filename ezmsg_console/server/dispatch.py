@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..protocol import endpoints as ep
 from ..protocol import messages as m
 from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.wire import Message
@@ -73,7 +74,25 @@ def _shutdown(core: ServerCore, peer: Peer, req: m.Request) -> Message:
     return m.Ack(req.request_id)
 
 
+def _register_publisher(core: ServerCore, peer: Peer, req: ep.RegisterPublisher) -> Message:
+    core.register_publisher(peer.peer_id, req.info)
+    return m.Ack(req.request_id)
+
+
+def _register_subscriber(core: ServerCore, peer: Peer, req: ep.RegisterSubscriber) -> Message:
+    core.register_subscriber(peer.peer_id, req.info)
+    return m.Ack(req.request_id)
+
+
+def _unregister_endpoint(core: ServerCore, peer: Peer, req: ep.UnregisterEndpoint) -> Message:
+    core.unregister_endpoint(peer.peer_id, req.endpoint_id)
+    return m.Ack(req.request_id)
+
+
 HANDLERS: dict[type, Handler] = {
+    ep.RegisterPublisher: _register_publisher,
+    ep.RegisterSubscriber: _register_subscriber,
+    ep.UnregisterEndpoint: _unregister_endpoint,
     m.PingRequest: _ping,
     m.SyncRequest: _ack,
     m.RegisterMetadata: _register,

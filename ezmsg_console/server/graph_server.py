@@ -17,6 +17,7 @@ from typing import Any
 from ..protocol.address import Address, is_loopback_host, resolve_address, resolve_token
 from ..protocol.errors import ConfigurationError, ConsoleError
 from ..protocol.framing import ABSOLUTE_MAX_FRAME_SIZE, MAX_FRAME_SIZE
+from ..protocol.wire import Message
 from .core import ServerCore
 from .peer import Peer
 
@@ -64,9 +65,10 @@ class GraphServer:
         self.handshake_timeout = handshake_timeout
         self.allow_remote_shutdown = allow_remote_shutdown
         self.address: Address | None = None
-        self.core = ServerCore(server_id=self.server_id)
+        self.core = ServerCore(server_id=self.server_id, send_to_peer=self._send_to_peer)
         self._server: asyncio.base_events.Server | None = None
         self._peers: dict[Peer, asyncio.Task[None]] = {}
+        self._peers_by_id: dict[str, Peer] = {}
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -89,6 +91,7 @@ class GraphServer:
             history_limit=self.history_limit,
             queue_events=self.stream_queue_events,
             queue_bytes=self.stream_queue_bytes,
+            send_to_peer=self._send_to_peer,
         )
         try:
             self._server = await asyncio.start_server(self._on_client, addr.host, addr.port, reuse_address=True)
@@ -159,12 +162,20 @@ class GraphServer:
         task = asyncio.current_task()
         assert task is not None
         self._peers[peer] = task
+        self._peers_by_id[peer.peer_id] = peer
         try:
             await peer.run()
         except ConsoleError as exc:
             log.info("peer %s ended: %s", peer.peer_address, exc)
         finally:
             self._peers.pop(peer, None)
+            self._peers_by_id.pop(peer.peer_id, None)
+
+    def _send_to_peer(self, peer_id: str, msg: Message) -> None:
+        """Queue an unsolicited message (e.g. a routes update) to one peer."""
+        peer = self._peers_by_id.get(peer_id)
+        if peer is not None:
+            peer.queue_control(msg)
 
     @property
     def peer_count(self) -> int:

@@ -30,6 +30,7 @@ class TopologyStore:
         self._clock = clock
         self._owners: dict[tuple[str, str], set[str]] = {}
         self._down: dict[str, set[str]] = {}
+        self._up: dict[str, set[str]] = {}
 
     # -- queries ---------------------------------------------------------
 
@@ -57,6 +58,16 @@ class TopologyStore:
                 if nxt not in seen:
                     seen.add(nxt)
                     stack.append(nxt)
+        return seen
+
+    def upstream(self, topic: str) -> set[str]:
+        """Every topic from which ``topic`` is reachable (not including itself)."""
+        stack, seen = [topic], set()
+        while stack:
+            for prev in self._up.get(stack.pop(), ()):
+                if prev not in seen:
+                    seen.add(prev)
+                    stack.append(prev)
         return seen
 
     def graph(self) -> dict[str, tuple[str, ...]]:
@@ -119,6 +130,7 @@ class TopologyStore:
             )
         self._owners[key] = {owner}
         self._down.setdefault(from_topic, set()).add(to_topic)
+        self._up.setdefault(to_topic, set()).add(from_topic)
         return self._event([to_topic], None if owner == PERSISTENT_OWNER else owner)
 
     def disconnect(self, from_topic: str, to_topic: str, owner: str) -> TopologyEvent | None:
@@ -149,7 +161,8 @@ class TopologyStore:
 
     def _remove(self, key: tuple[str, str]) -> None:
         del self._owners[key]
-        down = self._down[key[0]]
-        down.discard(key[1])
-        if not down:
-            del self._down[key[0]]
+        for index, key_node, other in ((self._down, key[0], key[1]), (self._up, key[1], key[0])):
+            linked = index[key_node]
+            linked.discard(other)
+            if not linked:
+                del index[key_node]

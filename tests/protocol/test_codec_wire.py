@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from ezmsg_console.protocol import catalog, graph, messages
+from ezmsg_console.protocol import catalog, endpoints, graph, messages
 from ezmsg_console.protocol.codec import EXT_NDARRAY, packb, unpackb
 from ezmsg_console.protocol.errors import (
     ConsoleError,
@@ -19,6 +19,8 @@ from ezmsg_console.protocol.errors import (
     RemoteProtocolError,
 )
 from ezmsg_console.protocol.graph import (
+    PublisherInfo,
+    SubscriberInfo,
     ComponentMetadata,
     ComponentType,
     EdgeOwners,
@@ -80,6 +82,16 @@ TOPOLOGY_EVENT = TopologyEvent(
     server_epoch="epoch-abc",
 )
 
+PUBLISHER = PublisherInfo(
+    pub_id="pub-1", topic="SYS/GEN/OUTPUT", peer_id="proc-9", host_id="box:boot:4026531840", hostname="box",
+    pid=1234, unix_address="\x00ezc-abc", tcp_host="127.0.0.1", tcp_port=40123, num_buffers=8,
+    buf_size=1 << 20, force_tcp=True,
+)
+SUBSCRIBER = SubscriberInfo(
+    sub_id="sub-1", topic="SYS/LOG/INPUT", peer_id="proc-10", host_id="box:boot:4026531840", hostname="box",
+    pid=1235, leaky=True, max_queue=4,
+)
+
 SNAPSHOT = GraphSnapshot(
     server_id="srv-1",
     server_epoch="epoch-abc",
@@ -112,6 +124,8 @@ SNAPSHOT = GraphSnapshot(
         ProcessInfo(process_id="proc-9", pid=1234, host="box", units=("SYS/GEN",), connected_since=3.5),
         ProcessInfo(process_id="proc-10", pid=None, host=None, units=(), connected_since=4.0),
     ),
+    publishers=(PUBLISHER,),
+    subscribers=(SUBSCRIBER,),
 )
 
 EXAMPLES: dict[str, Message] = {
@@ -156,6 +170,10 @@ EXAMPLES: dict[str, Message] = {
     ),
     "STREAM_CLOSED": messages.StreamClosed(stream_id="st-2", stream=StreamKind.TOPOLOGY, reason="shutdown"),
     "TOPOLOGY_EVENT": TOPOLOGY_EVENT,
+    "REGISTER_PUBLISHER": endpoints.RegisterPublisher(request_id=31, info=PUBLISHER),
+    "REGISTER_SUBSCRIBER": endpoints.RegisterSubscriber(request_id=32, info=SUBSCRIBER),
+    "UNREGISTER_ENDPOINT": endpoints.UnregisterEndpoint(request_id=33, endpoint_id="pub-1"),
+    "ROUTES_UPDATE": endpoints.RoutesUpdate(sub_id="sub-1", publishers=(PUBLISHER,)),
 }
 
 

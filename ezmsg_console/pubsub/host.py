@@ -1,0 +1,173 @@
+"""EndpointHost: a process's publishers, subscribers and data server.
+
+One per process that publishes or subscribes (each worker has one). It owns
+the data server that subscribers connect to (a Unix socket for this host, TCP
+for others), registers every endpoint with the GraphServer over the given
+control connection, and applies the routes the server pushes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import uuid
+from typing import Any
+
+from ..client.connection import ClientConnection
+from ..protocol import messages as m
+from ..protocol.endpoints import RegisterPublisher, RegisterSubscriber, RoutesUpdate, UnregisterEndpoint
+from ..protocol.errors import ConfigurationError, ConsoleError
+from ..protocol.graph import PublisherInfo, SubscriberInfo
+from .channel import PublisherLink
+from .publisher import Publisher
+from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+DATA_HOST_ENV = "EZMSG_CONSOLE_DATA_HOST"
+RUN_TAG_ENV = "EZMSG_CONSOLE_RUN_TAG"
+DEFAULT_BUF_SIZE = 64 * 1024
+DEFAULT_NUM_BUFFERS = 32
+
+
+def host_identity() -> str:
+    """Same value exactly when two processes share a machine *and* network namespace
+    (so they can share memory and reach each other's abstract Unix sockets)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = "noboot"
+    try:
+        netns = str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        netns = "nonet"
+    return f"{socket.gethostname()}:{boot}:{netns}"
+
+
+class EndpointHost:
+    """Creates publishers and subscribers bound to one control connection."""
+
+    def __init__(self, conn: ClientConnection, *, run_tag: str | None = None, data_host: str | None = None,
+                 timeout: float = 5.0) -> None:
+        self.conn = conn
+        self.run_tag = run_tag or os.environ.get(RUN_TAG_ENV) or uuid.uuid4().hex[:8]
+        self.data_host = data_host or os.environ.get(DATA_HOST_ENV) or "127.0.0.1"
+        self.timeout = timeout
+        self.host_id = host_identity()
+        self.hostname = socket.gethostname()
+        self.publishers: dict[str, Publisher] = {}
+        self.subscribers: dict[str, Subscriber] = {}
+        self._unix_address = ""
+        self._tcp_port = 0
+        self._servers: list[asyncio.base_events.Server] = []
+        self._route_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if sys.platform.startswith("linux"):
+            self._unix_address = f"\0ezc-{self.run_tag}-{uuid.uuid4().hex}"
+            self._servers.append(await loop.create_unix_server(self._link_factory, self._unix_address))
+        try:
+            tcp = await loop.create_server(self._link_factory, self.data_host, 0)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot open the data port on {self.data_host}: {exc.strerror}") from None
+        sock = tcp.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tcp_port = sock.getsockname()[1]
+        self._servers.append(tcp)
+        self.conn.add_handler(RoutesUpdate, self._on_routes)
+
+    def _link_factory(self) -> PublisherLink:
+        return PublisherLink(self._attach)
+
+    def _attach(self, link: PublisherLink, hello: dict[str, Any]) -> dict[str, Any]:
+        pub = self.publishers.get(str(hello.get("pub_id")))
+        if pub is None:
+            return {"ok": False, "error": f"no publisher {hello.get('pub_id')} here"}
+        if link.transport is not None:
+            sock = link.transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return pub.attach(link, hello)
+
+    def local_publisher(self, pub_id: str) -> Publisher | None:
+        return self.publishers.get(pub_id)
+
+    # -- endpoints -------------------------------------------------------
+
+    async def publisher(self, topic: str, *, num_buffers: int = DEFAULT_NUM_BUFFERS,
+                        buf_size: int = DEFAULT_BUF_SIZE, force_tcp: bool = False) -> Publisher:
+        if num_buffers < 1 or buf_size < 1024:
+            raise ConfigurationError("a publisher needs num_buffers >= 1 and buf_size >= 1024")
+        info = PublisherInfo(
+            pub_id=f"{topic}:{uuid.uuid4().hex}", topic=topic, host_id=self.host_id, hostname=self.hostname,
+            pid=os.getpid(), unix_address=self._unix_address, tcp_host=self.data_host, tcp_port=self._tcp_port,
+            num_buffers=num_buffers, buf_size=buf_size, force_tcp=force_tcp,
+        )
+        pub = Publisher(info, run_tag=self.run_tag)
+        self.publishers[info.pub_id] = pub
+        try:
+            await self.conn.request(lambda rid: RegisterPublisher(rid, info), m.Ack, self.timeout)
+        except BaseException:
+            del self.publishers[info.pub_id]
+            await pub.close()
+            raise
+        return pub
+
+    async def subscriber(self, topic: str, *, msg_type: Any = Any, leaky: bool = False,
+                         max_queue: int | None = None) -> Subscriber:
+        info = SubscriberInfo(
+            sub_id=f"{topic}:{uuid.uuid4().hex}", topic=topic, host_id=self.host_id, hostname=self.hostname,
+            pid=os.getpid(), leaky=leaky, max_queue=max_queue or 0,
+        )
+        sub = Subscriber(info, self, msg_type)
+        self.subscribers[info.sub_id] = sub
+        try:
+            await self.conn.request(lambda rid: RegisterSubscriber(rid, info), m.Ack, self.timeout)
+        except BaseException:
+            del self.subscribers[info.sub_id]
+            raise
+        await self.settle()
+        return sub
+
+    async def settle(self) -> None:
+        """Wait until every routes update received so far has been applied."""
+        while self._route_tasks:
+            await asyncio.gather(*list(self._route_tasks), return_exceptions=True)
+
+    def _on_routes(self, msg: RoutesUpdate) -> None:
+        sub = self.subscribers.get(msg.sub_id)
+        if sub is None:
+            return
+        task = asyncio.ensure_future(sub.update_routes(msg.publishers))
+        self._route_tasks.add(task)
+        task.add_done_callback(self._route_tasks.discard)
+
+    async def close_endpoint(self, endpoint: Publisher | Subscriber) -> None:
+        endpoint_id = endpoint.pub_id if isinstance(endpoint, Publisher) else endpoint.sub_id
+        self.publishers.pop(endpoint_id, None)
+        self.subscribers.pop(endpoint_id, None)
+        await endpoint.close()
+        if not self.conn.closed:
+            try:
+                await self.conn.request(lambda rid: UnregisterEndpoint(rid, endpoint_id), m.Ack, self.timeout)
+            except ConsoleError as exc:
+                log.debug("unregistering %s: %s", endpoint_id, exc)
+
+    async def close(self) -> None:
+        """Close every endpoint (unlinking shared memory) and the data server."""
+        for task in list(self._route_tasks):
+            task.cancel()
+        for sub in list(self.subscribers.values()):
+            await sub.close()
+        for pub in list(self.publishers.values()):
+            await pub.close()
+        self.subscribers.clear()
+        self.publishers.clear()
+        for server in self._servers:
+            server.close()
+        self._servers.clear()

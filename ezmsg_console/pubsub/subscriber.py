@@ -1,0 +1,240 @@
+"""Subscriber: receives a topic from every publisher the GraphServer routes to it.
+
+The GraphServer pushes the set of publishers that feed this subscriber; the
+subscriber keeps one link per publisher (direct hand-off in the same process,
+Unix socket plus shared memory on the same host, TCP otherwise) and re-wires
+live when the set changes. Messages are copied out of shared memory as they
+arrive, so no receiver can see another's data change underneath it.
+
+A normal subscriber acknowledges a message when its handler is done with it,
+so a slow handler holds the publisher back (backpressure). A *leaky*
+subscriber acknowledges on arrival and keeps at most ``max_queue`` messages,
+dropping the oldest and counting the drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..protocol.errors import ConsoleError, DecodeError
+from ..protocol.graph import PublisherInfo, SubscriberInfo
+from . import payload
+from .channel import SubscriberLink
+from .shm import Segment
+
+if TYPE_CHECKING:
+    from .host import EndpointHost
+    from .publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+LINK_TIMEOUT = 5.0
+ReceiveHook = Callable[["Subscriber", "Delivery", int], None]
+"""Called as hook(subscriber, delivery, payload_bytes) for each message received."""
+
+
+class Delivery:
+    """One received message; call :meth:`done` when finished with it."""
+
+    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked")
+
+    def __init__(self, msg: Any, source: Any, slot: int, msg_id: int, publish_ns: int, channel: str) -> None:
+        self.msg = msg
+        self._source = source
+        self.slot = slot
+        self.msg_id = msg_id
+        self.publish_ns = publish_ns
+        self.channel = channel
+        self._acked = False
+
+    def done(self) -> None:
+        """Acknowledge: the publisher may reuse the slot (idempotent)."""
+        if self._acked:
+            return
+        self._acked = True
+        source = self._source
+        if isinstance(source, SubscriberLink):
+            source.ack(self.slot, self.msg_id)
+        else:
+            source.release_local(self.slot)
+
+
+class _RemoteSource:
+    def __init__(self, link: SubscriberLink, segment: Segment | None, channel: str) -> None:
+        self.link = link
+        self.segment = segment
+        self.channel = channel
+
+    def close(self) -> None:
+        self.link.close()
+        if self.segment is not None:
+            self.link.shm_view = None
+            self.segment.close()
+
+
+class Subscriber:
+    """Receives messages on ``topic``; use :meth:`recv` or :meth:`recv_delivery`."""
+
+    def __init__(self, info: SubscriberInfo, host: EndpointHost, msg_type: Any = Any) -> None:
+        self.info = info
+        self.topic = info.topic
+        self.sub_id = info.sub_id
+        self.leaky = info.leaky
+        self.max_queue = info.max_queue if info.max_queue > 0 else (1 if info.leaky else 0)
+        self._host = host
+        self._types = payload.types_for(msg_type)
+        self._queue: collections.deque[Delivery] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._sources: dict[str, Publisher | _RemoteSource] = {}
+        self._routes_lock = asyncio.Lock()
+        self._routes_changed = asyncio.Event()
+        self.received = 0
+        self.dropped = 0
+        self.closed = False
+        self.hook: ReceiveHook | None = None
+
+    # -- receiving -------------------------------------------------------
+
+    def _push(self, delivery: Delivery, nbytes: int) -> None:
+        self.received += 1
+        if self.hook is not None:
+            self.hook(self, delivery, nbytes)
+        if self.leaky:
+            delivery.done()
+            if len(self._queue) >= self.max_queue:
+                self._queue.popleft()
+                self.dropped += 1
+        self._queue.append(delivery)
+        self._arrived.set()
+
+    def _on_link_message(self, link: SubscriberLink, kind: int, slot: int, msg_id: int, publish_ns: int,
+                         body: memoryview | bytes) -> None:
+        try:
+            msg = payload.decode(body, copy=True, types=self._types)
+        except DecodeError as exc:
+            log.warning("dropping undecodable message on %s: %s", self.topic, exc)
+            link.ack(slot, msg_id)
+            return
+        channel = "SHM" if kind == 1 else "TCP"
+        self._push(Delivery(msg, link, slot, msg_id, publish_ns, channel), len(body))
+
+    def deliver_local(self, msg: Any, publisher: Publisher, slot: int, msg_id: int, publish_ns: int) -> None:
+        self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL"), 0)
+
+    async def recv_delivery(self) -> Delivery:
+        """The next message with its lease; call ``done()`` on it when finished."""
+        while not self._queue:
+            if self.closed:
+                raise ConsoleError(f"subscriber on {self.topic} is closed")
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._queue.popleft()
+
+    async def recv(self) -> Any:
+        """The next message (acknowledged at once)."""
+        delivery = await self.recv_delivery()
+        delivery.done()
+        return delivery.msg
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # -- routes ----------------------------------------------------------
+
+    @property
+    def publisher_ids(self) -> list[str]:
+        return sorted(self._sources)
+
+    async def wait_for_publishers(self, count: int, timeout: float = LINK_TIMEOUT) -> None:
+        """Wait until at least ``count`` publishers are linked (TimeoutError otherwise)."""
+        async def linked() -> None:
+            while len(self._sources) < count:
+                self._routes_changed.clear()
+                await self._routes_changed.wait()
+        await asyncio.wait_for(linked(), timeout)
+
+    async def update_routes(self, publishers: tuple[PublisherInfo, ...]) -> None:
+        """Make the links match ``publishers`` (the GraphServer's complete set)."""
+        async with self._routes_lock:
+            if self.closed:
+                return
+            wanted = {p.pub_id: p for p in publishers}
+            for pub_id in [p for p in self._sources if p not in wanted]:
+                self._drop_source(pub_id)
+            for pub_id, info in wanted.items():
+                if pub_id not in self._sources:
+                    try:
+                        await self._connect(info)
+                    except (OSError, ConsoleError, asyncio.TimeoutError, TimeoutError) as exc:
+                        log.warning("subscriber on %s could not reach publisher %s on %s: %s",
+                                    self.topic, pub_id, info.topic, exc)
+            self._routes_changed.set()
+
+    def _drop_source(self, pub_id: str) -> None:
+        source = self._sources.pop(pub_id)
+        if isinstance(source, _RemoteSource):
+            source.close()
+        else:
+            source.remove_local(self)
+
+    async def _connect(self, info: PublisherInfo) -> None:
+        host = self._host
+        local = host.local_publisher(info.pub_id)
+        if local is not None and not info.force_tcp:
+            local.add_local(self)
+            self._sources[info.pub_id] = local
+            return
+        loop = asyncio.get_running_loop()
+        same_host = info.host_id == host.host_id and not info.force_tcp and bool(info.unix_address)
+        hello = {"pub_id": info.pub_id, "sub_id": self.sub_id, "shm": same_host}
+
+        def factory() -> SubscriberLink:
+            return SubscriberLink(hello, self._on_link_message)
+
+        if same_host:
+            _transport, link = await asyncio.wait_for(
+                loop.create_unix_connection(factory, info.unix_address), LINK_TIMEOUT)
+        else:
+            _transport, link = await asyncio.wait_for(
+                loop.create_connection(factory, info.tcp_host, info.tcp_port), LINK_TIMEOUT)
+        reply = await asyncio.wait_for(link.ready, LINK_TIMEOUT)
+        if not reply.get("ok"):
+            link.close()
+            raise ConsoleError(f"publisher refused the link: {reply.get('error')}")
+        segment = None
+        shm_name = reply.get("shm_name")
+        if isinstance(shm_name, str) and shm_name:
+            segment = Segment(shm_name, 0, create=False)
+            link.buf_size = int(reply["buf_size"])
+            link.shm_view = segment.buf
+        source = _RemoteSource(link, segment, "SHM" if segment is not None else "TCP")
+        self._sources[info.pub_id] = source
+        link.closed.add_done_callback(lambda _f, pid=info.pub_id, src=source: self._link_closed(pid, src))
+
+    def _link_closed(self, pub_id: str, source: _RemoteSource) -> None:
+        if self._sources.get(pub_id) is source:
+            del self._sources[pub_id]
+            self._routes_changed.set()
+            if source.segment is not None:
+                source.link.shm_view = None
+                source.segment.close()
+
+    def publisher_gone(self, publisher: Publisher) -> None:
+        """A same-process publisher closed."""
+        if self._sources.get(publisher.pub_id) is publisher:
+            del self._sources[publisher.pub_id]
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        async with self._routes_lock:
+            self.closed = True
+            for pub_id in list(self._sources):
+                self._drop_source(pub_id)
+        while self._queue:
+            self._queue.popleft().done()
+        self._arrived.set()

@@ -1,0 +1,152 @@
+"""Runs one unit inside a worker: its publishers, subscribers and handler tasks.
+
+Each input stream with handlers gets one subscriber; a consumer task passes
+every message to the stream's handlers in order, publishes what they yield,
+and only then acknowledges the message (so backpressure reaches upstream).
+Publisher-only handlers run as tasks until their generator ends. An
+``INPUT_SETTINGS`` message first replaces ``unit.SETTINGS`` (and calls
+``on_settings(old, new)``), then reaches any user handler of that stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Awaitable, Callable
+
+from ..protocol.errors import ConfigurationError
+from ..pubsub.host import EndpointHost
+from ..pubsub.publisher import Publisher
+from ..pubsub.subscriber import Subscriber
+from ..settings.values import from_plain
+from .unit import SETTINGS_STREAM, BoundStream, Complete, InputStream, OutputStream, Unit
+
+log = logging.getLogger(__name__)
+
+
+class UnitRunner:
+    """The live state of one unit in a worker process."""
+
+    def __init__(self, unit: Unit, host: EndpointHost) -> None:
+        self.unit = unit
+        self.host = host
+        self.address = unit.address
+        self.publishers: dict[str, Publisher] = {}
+        self.subscribers: dict[str, Subscriber] = {}
+        self._handlers: dict[str, list[Callable[..., Any]]] = {}
+        self._producers: list[Callable[..., Any]] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.settings_hook: Callable[[Unit, Any], Awaitable[None]] | None = None
+
+    async def setup(self) -> None:
+        """Create and register every endpoint (before any handler runs)."""
+        cls = type(self.unit)
+        streams = cls.streams()
+        for name, stream in streams.items():
+            if isinstance(stream, OutputStream):
+                self.publishers[name] = await self.host.publisher(
+                    f"{self.address}/{name}", num_buffers=stream.num_buffers, buf_size=stream.buf_size,
+                    force_tcp=stream.force_tcp)
+        for _name, fn in cls.handlers():
+            stream = getattr(fn, "__ezc_subscribes__", None)
+            for out in getattr(fn, "__ezc_publishes__", ()):
+                if out.name not in self.publishers:
+                    raise ConfigurationError(f"{self.address}: {fn.__name__} publishes on {out.name}, "
+                                             "which is not an OutputStream of this unit")
+            if stream is None:
+                if not inspect.isasyncgenfunction(fn):
+                    raise ConfigurationError(f"{self.address}: publisher {fn.__name__} must be an async generator")
+                self._producers.append(fn)
+            else:
+                self._handlers.setdefault(stream.name, []).append(fn)
+        if cls.has_dynamic_settings():
+            self._handlers.setdefault(SETTINGS_STREAM, [])
+        for name in self._handlers:
+            stream = streams[name]
+            assert isinstance(stream, InputStream)
+            self.subscribers[name] = await self.host.subscriber(
+                f"{self.address}/{name}", msg_type=stream.msg_type, leaky=stream.leaky, max_queue=stream.max_queue)
+
+    def start(self, on_exit: Callable[[UnitRunner, asyncio.Task[None]], None]) -> None:
+        for name, sub in self.subscribers.items():
+            self.tasks.append(asyncio.create_task(self._consume(name, sub), name=f"{self.address}/{name}"))
+        for fn in self._producers:
+            self.tasks.append(asyncio.create_task(self._produce(fn), name=f"{self.address}:{fn.__name__}"))
+        for task in self.tasks:
+            task.add_done_callback(lambda t: on_exit(self, t))
+
+    @property
+    def complete(self) -> bool:
+        return all(t.done() for t in self.tasks)
+
+    async def _emit(self, fn: Callable[..., Any], result: Any) -> None:
+        """Publish what a handler produced: an async generator's (stream, msg) pairs, or a return value."""
+        if inspect.isasyncgen(result):
+            async for item in result:
+                await self._publish_item(fn, item)
+        elif inspect.isawaitable(result):
+            value = await result
+            outputs = getattr(fn, "__ezc_publishes__", ())
+            if value is not None and len(outputs) == 1:
+                await self.publishers[outputs[0].name].broadcast(value)
+
+    async def _publish_item(self, fn: Callable[..., Any], item: Any) -> None:
+        try:
+            stream, msg = item
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{self.address}: {fn.__name__} must yield (stream, message) pairs") from None
+        if isinstance(stream, BoundStream):
+            stream = stream.stream
+        pub = self.publishers.get(getattr(stream, "name", ""))
+        if pub is None or stream not in getattr(fn, "__ezc_publishes__", ()):
+            raise ConfigurationError(f"{self.address}: {fn.__name__} yielded to {getattr(stream, 'name', stream)!r}, "
+                                     "which it does not declare with @publisher")
+        await pub.broadcast(msg)
+
+    async def _produce(self, fn: Callable[..., Any]) -> None:
+        try:
+            await self._emit(fn, fn(self.unit))
+        except Complete:
+            pass
+
+    async def _consume(self, name: str, sub: Subscriber) -> None:
+        handlers = self._handlers[name]
+        is_settings = name == SETTINGS_STREAM
+        try:
+            while True:
+                delivery = await sub.recv_delivery()
+                try:
+                    if is_settings:
+                        await self._apply_settings(delivery.msg)
+                    for fn in handlers:
+                        await self._emit(fn, fn(self.unit, delivery.msg))
+                finally:
+                    delivery.done()
+        except Complete:
+            pass
+
+    async def _apply_settings(self, msg: Any) -> None:
+        settings_type = type(self.unit).settings_type()
+        new = msg if settings_type is None or isinstance(msg, settings_type) else from_plain(settings_type, msg)
+        old = self.unit.settings_value
+        self.unit.SETTINGS = new
+        hook = getattr(self.unit, "on_settings", None)
+        if callable(hook):
+            result = hook(old, new)
+            if inspect.isawaitable(result):
+                await result
+        if self.settings_hook is not None:
+            await self.settings_hook(self.unit, new)
+
+    async def stop(self) -> None:
+        """Cancel the handler tasks and run the unit's shutdown hook."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        try:
+            result = self.unit.shutdown()
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, 5.0)
+        except Exception:  # noqa: BLE001 - report and continue shutting down
+            log.exception("%s: shutdown() raised", self.address)

@@ -1,0 +1,230 @@
+"""Worker process main: ``python -m ezmsg_console.runtime.worker``.
+
+The runner starts one worker per process group and writes its spec (plain
+msgpack, never pickle) to the worker's stdin. The worker imports the unit
+classes, connects to the GraphServer, sets up every endpoint, runs the units,
+and reports to the runner as JSON lines on the status pipe:
+``ready``, ``error`` (unit address, message, traceback), ``terminate``
+(a unit raised NormalTermination), ``stats`` and ``done``.
+
+It stops on SIGTERM/SIGINT, when its parent dies (Linux parent-death
+signal), when every unit has completed, or when a unit fails; in every case
+the units' ``shutdown()`` hooks run and every shared-memory segment is
+unlinked before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+from ..client.connection import ClientConnection
+from ..protocol import messages as m
+from ..protocol.address import parse_address, resolve_token
+from ..protocol.errors import ConsoleError
+from ..pubsub.host import EndpointHost
+from ..settings.values import from_plain
+from .status import EXIT_OK, EXIT_STARTUP, EXIT_UNIT_ERROR, STATUS_FD_ENV, StatusPipe, read_spec
+from .unit import NormalTermination, Unit
+from .unit_runner import UnitRunner
+
+log = logging.getLogger("ezmsg_console.worker")
+
+MAIN_MODULE = "__ezc_main__"
+DRAIN_TIMEOUT = 2.0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the runner dies, so no worker is orphaned."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def resolve_class(path: str, main_script: str | None) -> type:
+    module_name, _, qualname = path.partition(":")
+    if module_name == "__main__":
+        module = sys.modules.get(MAIN_MODULE)
+        if module is None:
+            if not main_script:
+                raise ConsoleError(f"cannot import {path}: no main script")
+            spec = importlib.util.spec_from_file_location(MAIN_MODULE, main_script)
+            if spec is None or spec.loader is None:
+                raise ConsoleError(f"cannot load {main_script}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[MAIN_MODULE] = module
+            spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise ConsoleError(f"{path} is not a class")
+    return obj
+
+
+class Worker:
+    def __init__(self, spec: dict[str, Any], status: StatusPipe) -> None:
+        self.spec = spec
+        self.status = status
+        self.runners: list[UnitRunner] = []
+        self.stop_event = asyncio.Event()
+        self.exit_code = EXIT_OK
+        self.host: EndpointHost | None = None
+        self.conn: ClientConnection | None = None
+
+    def build_units(self) -> list[Unit]:
+        units = []
+        for entry in self.spec["units"]:
+            cls = resolve_class(entry["class_path"], self.spec.get("main_script"))
+            settings_type = cls.settings_type()  # type: ignore[attr-defined]
+            settings = entry.get("settings")
+            value = from_plain(settings_type, settings) if settings_type is not None and settings is not None else None
+            unit = cls(value) if value is not None else cls()
+            unit.address = entry["address"]
+            units.append(unit)
+        return units
+
+    def _task_exit(self, runner: UnitRunner, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.stop_event.is_set():
+            return
+        exc = task.exception()
+        if isinstance(exc, NormalTermination):
+            self.status.send("terminate", unit=runner.address)
+            self.stop_event.set()
+        elif exc is not None:
+            text = "".join(traceback.format_exception(exc))
+            log.error("unit %s failed in %s: %s: %s", runner.address, task.get_name(), type(exc).__name__, exc)
+            self.status.send("error", unit=runner.address, error=f"{type(exc).__name__}: {exc}", traceback=text)
+            self.exit_code = EXIT_UNIT_ERROR
+            self.stop_event.set()
+        elif all(r.complete for r in self.runners):
+            self.stop_event.set()
+
+    async def _command(self, commands: asyncio.StreamReader, expected: str) -> bool:
+        """Wait for the runner's next command; False if the runner is gone or we must stop."""
+        read = asyncio.ensure_future(commands.readline())
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not read.done():
+            read.cancel()
+            return False
+        line = read.result().strip().decode()
+        if line != expected:
+            if not line:
+                log.warning("the runner went away; stopping")
+            self.stop_event.set()
+            return False
+        return True
+
+    async def run(self, commands: asyncio.StreamReader) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        address = parse_address(self.spec["graph_address"])
+        units = self.build_units()
+        self.conn = await ClientConnection.open(address, role=m.Role.PROCESS, name=f"worker:{self.spec['group']}",
+                                                token=resolve_token(None), timeout=10.0)
+        self.host = EndpointHost(self.conn, run_tag=self.spec["run_tag"])
+        try:
+            await self.host.start()
+            self.runners = [UnitRunner(u, self.host) for u in units]
+            for runner in self.runners:
+                await runner.setup()
+            for runner in self.runners:
+                result = runner.unit.initialize()
+                if asyncio.iscoroutine(result):
+                    await result
+            # Start barrier: every worker registers its endpoints, then every
+            # worker links to its publishers, then all units start together,
+            # so no message is published before its subscribers are wired.
+            self.status.send("registered", pid=os.getpid(), units=[r.address for r in self.runners])
+            if await self._command(commands, "link"):
+                await self.conn.request(m.SyncRequest, m.Ack, 10.0)  # routes pushed so far have arrived
+                await self.host.settle()
+                self.status.send("ready")
+                if await self._command(commands, "start"):
+                    for runner in self.runners:
+                        runner.start(self._task_exit)
+                    if not any(r.tasks for r in self.runners):
+                        self.stop_event.set()
+                    watcher = asyncio.ensure_future(self._watch_runner(commands))
+                    await self.stop_event.wait()
+                    watcher.cancel()
+        finally:
+            await self.shutdown()
+        return self.exit_code
+
+    async def _watch_runner(self, commands: asyncio.StreamReader) -> None:
+        """The command pipe closing means the runner is gone: stop."""
+        await commands.read()
+        if not self.stop_event.is_set():
+            log.warning("the runner went away; stopping")
+            self.stop_event.set()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for runner in self.runners:
+            for pub in runner.publishers.values():
+                out[pub.topic] = {"messages": pub.msg_id, "bytes": pub.bytes_sent}
+        return out
+
+    async def shutdown(self) -> None:
+        for runner in self.runners:
+            await runner.stop()
+        for runner in self.runners:  # let what is in flight reach the subscribers
+            for pub in runner.publishers.values():
+                await pub.drain(DRAIN_TIMEOUT)
+        self.status.send("stats", topics=self.stats())
+        if self.host is not None:
+            await self.host.close()
+        if self.conn is not None:
+            await self.conn.close()
+
+
+async def _amain(status: StatusPipe) -> int:
+    loop = asyncio.get_running_loop()
+    commands = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin.buffer)
+    spec = await read_spec(commands)
+    for path in reversed(spec.get("sys_path", [])):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return await Worker(spec, status).run(commands)
+
+
+def main() -> int:
+    _die_with_parent()
+    logging.basicConfig(level=os.environ.get("EZMSG_CONSOLE_LOG", "WARNING").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    fd = os.environ.get(STATUS_FD_ENV)
+    status = StatusPipe(os.fdopen(int(fd), "w") if fd else None)
+    try:
+        code = asyncio.run(_amain(status))
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - reported to the runner, then a clean exit code
+        status.send("error", unit=None, error=f"{type(exc).__name__}: {exc}",
+                    traceback="".join(traceback.format_exception(exc)))
+        log.error("worker failed: %s: %s", type(exc).__name__, exc)
+        code = EXIT_STARTUP
+    status.send("done", code=code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
