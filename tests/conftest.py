@@ -218,3 +218,14 @@ def serve_process() -> Any:
     for proc in started:
         if proc.proc.poll() is None:
             proc.stop(signal.SIGKILL)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
+    """Poll ``predicate`` until true (for state with no event to await), bounded by ``timeout``."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.005)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise AssertionError(f"{what} did not become true within {timeout} s") from None

@@ -119,12 +119,15 @@ class EndpointHost:
         return pub
 
     async def subscriber(self, topic: str, *, msg_type: Any = Any, leaky: bool = False,
-                         max_queue: int | None = None) -> Subscriber:
+                         max_queue: int | None = None, zero_copy: bool = False) -> Subscriber:
+        """A subscriber on ``topic``. With ``zero_copy``, shared-memory messages
+        arrive as read-only views that hold their slot until released (use
+        :meth:`Subscriber.recv_delivery` and ``done()``)."""
         info = SubscriberInfo(
             sub_id=f"{topic}:{uuid.uuid4().hex}", topic=topic, host_id=self.host_id, hostname=self.hostname,
             pid=os.getpid(), leaky=leaky, max_queue=max_queue or 0,
         )
-        sub = Subscriber(info, self, msg_type)
+        sub = Subscriber(info, self, msg_type, zero_copy)
         self.subscribers[info.sub_id] = sub
         try:
             await self.conn.request(lambda rid: RegisterSubscriber(rid, info), m.Ack, self.timeout)

@@ -17,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
 
 from ..protocol.errors import ConsoleError, DecodeError
 from ..protocol.graph import PublisherInfo, SubscriberInfo
 from . import payload
-from .channel import SubscriberLink
+from .channel import KIND_SHM, SubscriberLink
 from .shm import Segment
 
 if TYPE_CHECKING:
@@ -37,11 +41,20 @@ ReceiveHook = Callable[["Subscriber", "Delivery", int], None]
 
 
 class Delivery:
-    """One received message; call :meth:`done` when finished with it."""
+    """One received message; call :meth:`done` when finished with it.
 
-    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked")
+    A zero-copy message's arrays are read-only views of the publisher's
+    shared-memory slot, all derived from one ``anchor`` array. ``done()``
+    gives the slot back at once if nothing still refers to them; if the
+    handler kept one (directly or through a view of it), the slot is only
+    given back when the last such reference dies, so kept data can never be
+    overwritten underneath its holder.
+    """
 
-    def __init__(self, msg: Any, source: Any, slot: int, msg_id: int, publish_ns: int, channel: str) -> None:
+    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked", "_anchor", "_owner")
+
+    def __init__(self, msg: Any, source: Any, slot: int, msg_id: int, publish_ns: int, channel: str,
+                 anchor: Any = None, owner: Subscriber | None = None) -> None:
         self.msg = msg
         self._source = source
         self.slot = slot
@@ -49,12 +62,39 @@ class Delivery:
         self.publish_ns = publish_ns
         self.channel = channel
         self._acked = False
+        self._anchor = anchor
+        self._owner = owner
 
-    def done(self) -> None:
-        """Acknowledge: the publisher may reuse the slot (idempotent)."""
+    def done(self, *, kept: bool = False) -> None:
+        """Finished with the message: the publisher may reuse its slot (idempotent).
+
+        ``kept=True`` says the caller keeps the message on purpose (no warning).
+        """
         if self._acked:
             return
         self._acked = True
+        self.msg = None
+        anchor, self._anchor = self._anchor, None
+        if anchor is not None and sys.getrefcount(anchor) > 2:  # our local and the call's argument
+            weakref.finalize(anchor, self._ack)
+            if self._owner is not None and not kept:
+                self._owner.kept_views += 1
+                if self._owner.kept_views == 1:
+                    log.warning("a handler on %s kept a zero-copy message after returning; its shared-memory "
+                                "slot stays leased until the message is released (copy what you keep, or use "
+                                "InputStream(zero_copy=False))", self._owner.topic)
+            return
+        self._ack()
+
+    def release(self) -> None:
+        """Give the slot back now, without checking for kept views (for copies
+        taken on arrival, and when stopping)."""
+        if not self._acked:
+            self._acked = True
+            self._anchor = None
+            self._ack()
+
+    def _ack(self) -> None:
         source = self._source
         if isinstance(source, SubscriberLink):
             source.ack(self.slot, self.msg_id)
@@ -78,7 +118,8 @@ class _RemoteSource:
 class Subscriber:
     """Receives messages on ``topic``; use :meth:`recv` or :meth:`recv_delivery`."""
 
-    def __init__(self, info: SubscriberInfo, host: EndpointHost, msg_type: Any = Any) -> None:
+    def __init__(self, info: SubscriberInfo, host: EndpointHost, msg_type: Any = Any,
+                 zero_copy: bool = False) -> None:
         self.info = info
         self.topic = info.topic
         self.sub_id = info.sub_id
@@ -91,8 +132,10 @@ class Subscriber:
         self._sources: dict[str, Publisher | _RemoteSource] = {}
         self._routes_lock = asyncio.Lock()
         self._routes_changed = asyncio.Event()
+        self.zero_copy = zero_copy and not info.leaky  # leaky messages are acknowledged on arrival
         self.received = 0
         self.dropped = 0
+        self.kept_views = 0
         self.closed = False
         self.hook: ReceiveHook | None = None
 
@@ -103,7 +146,7 @@ class Subscriber:
         if self.hook is not None:
             self.hook(self, delivery, nbytes)
         if self.leaky:
-            delivery.done()
+            delivery.release()  # a copy was taken on arrival
             if len(self._queue) >= self.max_queue:
                 self._queue.popleft()
                 self.dropped += 1
@@ -112,14 +155,19 @@ class Subscriber:
 
     def _on_link_message(self, link: SubscriberLink, kind: int, slot: int, msg_id: int, publish_ns: int,
                          body: memoryview | bytes) -> None:
+        anchor = None
         try:
-            msg = payload.decode(body, copy=True, types=self._types)
+            if self.zero_copy and kind == KIND_SHM:
+                anchor = np.frombuffer(body.toreadonly(), dtype=np.uint8)
+                msg = payload.decode(memoryview(anchor), copy=False, types=self._types)
+            else:
+                msg = payload.decode(body, copy=True, types=self._types)
         except DecodeError as exc:
             log.warning("dropping undecodable message on %s: %s", self.topic, exc)
             link.ack(slot, msg_id)
             return
-        channel = "SHM" if kind == 1 else "TCP"
-        self._push(Delivery(msg, link, slot, msg_id, publish_ns, channel), len(body))
+        channel = "SHM" if kind == KIND_SHM else "TCP"
+        self._push(Delivery(msg, link, slot, msg_id, publish_ns, channel, anchor, self), len(body))
 
     def deliver_local(self, msg: Any, publisher: Publisher, slot: int, msg_id: int, publish_ns: int) -> None:
         self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL"), 0)
@@ -134,10 +182,12 @@ class Subscriber:
         return self._queue.popleft()
 
     async def recv(self) -> Any:
-        """The next message (acknowledged at once)."""
+        """The next message. Its slot is given back at once, or, for a
+        zero-copy message, when the caller drops its last reference to it."""
         delivery = await self.recv_delivery()
-        delivery.done()
-        return delivery.msg
+        msg = delivery.msg
+        delivery.done(kept=True)
+        return msg
 
     @property
     def pending(self) -> int:

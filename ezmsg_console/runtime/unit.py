@@ -55,17 +55,25 @@ class _Stream:
 
 
 class InputStream(_Stream):
-    """A unit input. ``leaky`` subscribers keep at most ``max_queue`` messages, dropping the oldest."""
+    """A unit input. ``leaky`` subscribers keep at most ``max_queue`` messages, dropping the oldest.
 
-    def __init__(self, msg_type: Any = Any, leaky: bool = False, max_queue: int | None = None) -> None:
+    With ``zero_copy`` (the default) arrays from shared memory reach the
+    handler as read-only views of the publisher's buffer; keeping one past
+    the handler is safe but holds that buffer (a warning says so). With
+    ``zero_copy=False`` every message is copied on arrival.
+    """
+
+    def __init__(self, msg_type: Any = Any, leaky: bool = False, max_queue: int | None = None,
+                 zero_copy: bool = True) -> None:
         super().__init__(msg_type)
         if max_queue is not None and max_queue < 1:
             raise ConfigurationError("max_queue must be >= 1")
         self.leaky = leaky
         self.max_queue = max_queue
+        self.zero_copy = zero_copy
 
     def options(self) -> dict[str, Any]:
-        return {"leaky": self.leaky, "max_queue": self.max_queue}
+        return {"leaky": self.leaky, "max_queue": self.max_queue, "zero_copy": self.zero_copy}
 
 
 class OutputStream(_Stream):

@@ -66,7 +66,8 @@ class UnitRunner:
             stream = streams[name]
             assert isinstance(stream, InputStream)
             self.subscribers[name] = await self.host.subscriber(
-                f"{self.address}/{name}", msg_type=stream.msg_type, leaky=stream.leaky, max_queue=stream.max_queue)
+                f"{self.address}/{name}", msg_type=stream.msg_type, leaky=stream.leaky, max_queue=stream.max_queue,
+                zero_copy=stream.zero_copy and name != SETTINGS_STREAM)
 
     def start(self, on_exit: Callable[[UnitRunner, asyncio.Task[None]], None]) -> None:
         for name, sub in self.subscribers.items():
@@ -117,12 +118,16 @@ class UnitRunner:
             while True:
                 delivery = await sub.recv_delivery()
                 try:
+                    msg = delivery.msg
                     if is_settings:
-                        await self._apply_settings(delivery.msg)
+                        await self._apply_settings(msg)
                     for fn in handlers:
-                        await self._emit(fn, fn(self.unit, delivery.msg))
-                finally:
-                    delivery.done()
+                        await self._emit(fn, fn(self.unit, msg))
+                except BaseException:
+                    delivery.release()  # stopping: the traceback still refers to the message
+                    raise
+                msg = None  # so done() can see whether a handler kept the message
+                delivery.done()
         except Complete:
             pass
 

@@ -167,6 +167,11 @@ class Worker:
                     watcher.cancel()
         finally:
             await self.shutdown()
+            # We are exiting anyway: a late SIGTERM from the runner must not turn
+            # a clean exit into death-by-signal once asyncio's handlers are gone.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
         return self.exit_code
 
     async def _watch_runner(self, commands: asyncio.StreamReader) -> None:

@@ -1,0 +1,130 @@
+"""run() with real worker processes: delivery, fan-out, failures, signals, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from ezmsg_console.protocol.errors import RunError
+from ezmsg_console.pubsub import shm
+from ezmsg_console.runtime import run_async
+
+from ..conftest import TIMEOUT
+from .units import Broken, CollectSettings, CountSettings, Endless, FanOut, ForeverSettings, GainSettings, Pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_address() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_pipeline_across_three_processes(tmp_path, no_leaks):
+    out = tmp_path / "sink.json"
+    system = Pipeline()
+    system.SOURCE.apply_settings(CountSettings(count=300, width=16))
+    system.GAIN.apply_settings(GainSettings(gain=3.0))
+    system.SINK.apply_settings(CollectSettings(out=str(out), expect=300, finish="terminate"))
+    result = await run_async(SYS=system, address=free_address(), duration=60)
+    assert result.ok and "SYS/SINK requested termination" in result.reason
+    seen = json.loads(out.read_text())["seen"]
+    assert seen == [3 * i for i in range(300)]  # every message, in order, through the gain
+    assert result.topics["SYS/SOURCE/OUTPUT"] == {"messages": 300, "bytes": 300 * result.topics[
+        "SYS/SOURCE/OUTPUT"]["bytes"] // 300}
+    assert result.topics["SYS/SOURCE/OUTPUT"]["bytes"] > 300 * 16 * 8
+    assert set(result.exit_codes) == {"SYS/SOURCE", "SYS/GAIN", "SYS/SINK"}
+    assert all(code == 0 for code in result.exit_codes.values())
+
+
+async def test_fan_out_to_three_collectors_in_two_processes(tmp_path, no_leaks):
+    system = FanOut()
+    system.SOURCE.apply_settings(CountSettings(count=120))
+    for name in ("A", "B", "C"):
+        getattr(system, name).apply_settings(CollectSettings(out=str(tmp_path / f"{name}.json"), expect=120))
+    result = await run_async(FAN=system, address=free_address(), duration=60)
+    assert result.ok and result.reason == "every unit completed"
+    pids = set()
+    for name in ("A", "B", "C"):
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data["seen"] == list(range(120))
+        pids.add(data["pid"])
+    assert len(pids) == 2  # A alone; B and C share a worker
+    assert sorted(result.exit_codes) == ["FAN", "FAN/A", "FAN/SOURCE"]
+
+
+async def test_a_failing_unit_stops_the_run_with_its_address(no_leaks):
+    system = Broken()
+    system.SOURCE.apply_settings(CountSettings(count=1000, period_s=0.001))
+    with pytest.raises(RunError) as info:
+        await run_async(SYS=system, address=free_address(), duration=60)
+    assert "SYS/BAD" in str(info.value) and "ValueError: cannot handle 0" in str(info.value)
+    errors = info.value.details["errors"]
+    assert errors[0]["unit"] == "SYS/BAD" and "Traceback" in errors[0]["traceback"]
+
+
+async def test_killed_worker_stops_the_run_and_its_memory_is_swept(tmp_path, caplog, no_leaks):
+    """SIGKILL the publisher's worker: its ring cannot unlink itself; the runner sweeps it."""
+    import asyncio
+
+    pidfile = tmp_path / "source.pid"
+    system = Endless()
+    system.SOURCE.apply_settings(ForeverSettings(pidfile=str(pidfile)))
+
+    async def kill_source_worker() -> None:
+        while not pidfile.exists() or not shm.ours():  # running, with its ring created
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+    killer = asyncio.ensure_future(kill_source_worker())
+    with pytest.raises(RunError, match="exited with code -9"):
+        await run_async(SYS=system, address=free_address(), duration=TIMEOUT * 3)
+    await asyncio.wait_for(killer, TIMEOUT)
+    assert "removed 1 shared-memory segment(s) left by killed workers" in caplog.text
+
+
+def test_sigint_to_a_running_script_exits_cleanly(tmp_path, no_leaks):
+    script = tmp_path / "endless.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {ROOT!r})
+        from ezmsg_console.runtime import run
+        from tests.runtime.units import Endless
+        result = run(SYS=Endless(), address={free_address()!r})
+        print("reason:", result.reason, flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        me = psutil.Process(proc.pid)
+
+        def workers() -> list[psutil.Process]:
+            return [c for c in me.children(recursive=True) if "runtime.worker" in " ".join(c.cmdline())]
+
+        import time
+
+        deadline = time.monotonic() + TIMEOUT
+        while (len(workers()) < 2 or not shm.ours()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = workers()
+        assert len(running) == 2 and shm.ours()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT * 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "reason: signal SIGINT" in out
+    assert "Traceback" not in err
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in running)
