@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 from typing import Sequence
@@ -49,7 +50,34 @@ def _build_parser() -> argparse.ArgumentParser:
                        "required to listen on a non-loopback address")
     serve.add_argument("--max-frame-size", metavar="BYTES", type=int, default=MAX_FRAME_SIZE,
                        help=f"largest frame accepted after the handshake (default {MAX_FRAME_SIZE})")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the built-in demo pipeline (synthetic 32-channel source -> filter -> band power -> sink)",
+        description="Run the built-in BCI-style demo pipeline in three worker processes: a real-time "
+        "32-channel 1 kHz synthetic source, a causal IIR filter, per-channel band power and a sink. "
+        "Starts an embedded GraphServer if none answers at the address. With --headless, prints a "
+        "per-topic message table when the run ends.",
+    )
+    demo.add_argument("--headless", action="store_true",
+                      help="run without the interactive console and print a per-topic summary at the end "
+                      "(currently required)")
+    demo.add_argument("--duration", metavar="SECONDS", type=_positive_float, default=None,
+                      help="stop after this many seconds (default: run until Ctrl+C)")
+    demo.add_argument("--address", metavar="HOST:PORT",
+                      help=f"GraphServer to use, started embedded if none answers (default ${ADDRESS_ENV} "
+                      f"or {DEFAULT_HOST}:{DEFAULT_PORT})")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -68,6 +96,40 @@ async def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def format_topic_table(topics: dict[str, dict[str, int]], duration: float) -> str:
+    """An aligned plain-text table: topic, messages, rate (messages/s over ``duration``), bytes."""
+    header = ("TOPIC", "MESSAGES", "RATE (msg/s)", "BYTES")
+    rows = [(topic, str(stats.get("messages", 0)),
+             f"{stats.get('messages', 0) / duration:.1f}" if duration > 0 else "-", str(stats.get("bytes", 0)))
+            for topic, stats in sorted(topics.items())]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join([row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:]))])
+             for row in (header, *rows)]
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not args.headless:
+        print("ezmsg-console: the interactive console is not available yet; use 'ezmsg-console demo --headless'",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from .runtime.demo import run_demo
+
+    if args.duration is None:
+        print("Running the demo pipeline; press Ctrl+C to stop.", flush=True)
+    result = run_demo(duration=args.duration, address=args.address)
+    print(f"Demo ran {result.duration:.2f} s ({result.reason or 'stopped'}).")
+    print(format_topic_table(result.topics, result.duration))
+    print("(rates are over the whole run, start-up included; bytes count only messages that left their "
+          "publisher's process)", flush=True)
+    if not result.ok:
+        first = result.errors[0]
+        where = first.get("unit") or f"worker {first.get('group')}"
+        print(f"ezmsg-console: demo failed: {where}: {first.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -79,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
+        if args.command == "demo":
+            return _demo(args)
     except ServerUnreachable as exc:
         print(f"ezmsg-console: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

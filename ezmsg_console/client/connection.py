@@ -19,11 +19,13 @@ from ..protocol import auth
 from ..protocol import messages as m
 from ..protocol.address import Address
 from ..protocol.connection import ProtocolConnection, Side
+from ..protocol.process import ProcessControlResponse
 from ..protocol.errors import (
     AuthError,
     AuthRequired,
     ConnectionClosed,
     ConsoleError,
+    ProcessUnavailable,
     ProtocolError,
     RemoteProtocolError,
     RequestTimeout,
@@ -39,6 +41,19 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=m.Reply)
 M = TypeVar("M", bound=Message)
 READ_CHUNK = 256 * 1024
+
+
+_PROCESS_UNAVAILABLE = {"UNROUTABLE_UNIT", "PROCESS_DISCONNECTED", "ROUTE_WRITE_FAILED"}
+
+
+def process_error(response: ProcessControlResponse) -> ConsoleError:
+    """The typed exception for a failed routed request: "Process request failed (<code>): <error>"."""
+    code = response.error_code or "SERVER_ERROR"
+    details = {**response.details, "error_code": code, "process_id": response.process_id}
+    message = f"Process request failed ({code}): {response.error}"
+    if code in _PROCESS_UNAVAILABLE:
+        return ProcessUnavailable(message, details)
+    return error_from_wire(code, message, details)
 
 
 def _unreachable(address: Address, why: str) -> ServerUnreachable:
@@ -128,6 +143,12 @@ class ClientConnection:
         if not isinstance(reply, expect):
             raise RemoteProtocolError(f"{msg.KIND} got a {reply.KIND} reply, expected {expect.KIND}")
         return reply
+
+    def send(self, msg: Message) -> None:
+        """Send a message that is not a request (e.g. an answer to a routed request)."""
+        if self._close_error is not None:
+            raise self._close_error
+        self._writer.write(self._conn.send(msg))
 
     def add_handler(self, kind: type[M], handler: Callable[[M], None]) -> None:
         """Call ``handler(msg)`` for every unsolicited message of type ``kind``

@@ -25,10 +25,13 @@ from ..protocol import messages as m
 from ..protocol.address import Address, resolve_address, resolve_token
 from ..protocol.errors import ConnectionClosed, ServerUnreachable
 from ..protocol.graph import GraphMetadata, GraphSnapshot
-from .connection import ClientConnection
+from ..protocol.process import Operation, ProcessControlResponse, ProcessRequest
+from .connection import ClientConnection, process_error
 from .streams import EventSubscription, StreamReceiver
 
 DEFAULT_TIMEOUT = 5.0
+ROUTE_MARGIN = 2.0
+"""Extra client-side wait beyond a routed request's timeout, so the server's TIMEOUT answer arrives first."""
 
 
 class GraphContext:
@@ -161,6 +164,37 @@ class GraphContext:
     async def shutdown_server(self, timeout: float | None = None) -> None:
         """Ask the server to stop (honoured from loopback only)."""
         await self.connection.request(m.ShutdownRequest, m.Ack, self._t(timeout))
+
+    # -- process control -------------------------------------------------
+
+    async def process_request(self, unit_address: str, operation: str, payload: Any = None, *,
+                              timeout: float = 2.0, expected_seq: int | None = None) -> ProcessControlResponse:
+        """Route ``operation`` to the process that owns ``unit_address``.
+
+        Never raises for routing failures: the response has ``ok=False`` and an
+        ``error_code`` (UNROUTABLE_UNIT, TIMEOUT, PROCESS_DISCONNECTED, ...).
+        """
+        if not timeout > 0:
+            raise ValueError("timeout must be > 0")
+        return await self.connection.request(
+            lambda rid: ProcessRequest(rid, unit_address, operation, payload, timeout, expected_seq),
+            ProcessControlResponse, timeout + ROUTE_MARGIN)
+
+    async def _checked(self, unit_address: str, operation: str, payload: Any = None, *, timeout: float = 2.0,
+                       expected_seq: int | None = None) -> Any:
+        response = await self.process_request(unit_address, operation, payload, timeout=timeout,
+                                              expected_seq=expected_seq)
+        if not response.ok:
+            raise process_error(response)
+        return response.payload
+
+    async def process_ping(self, unit_address: str, *, timeout: float = 2.0) -> dict[str, Any]:
+        """PING the process owning ``unit_address``: process_id, pid, host, timestamp."""
+        return await self._checked(unit_address, Operation.PING.value, timeout=timeout)
+
+    async def process_stats(self, unit_address: str, *, timeout: float = 2.0) -> dict[str, Any]:
+        """Pid, host, owned units, uptime, CPU, memory and message counts of the owning process."""
+        return await self._checked(unit_address, Operation.GET_PROCESS_STATS.value, timeout=timeout)
 
     # -- streams ---------------------------------------------------------
 

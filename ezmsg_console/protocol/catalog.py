@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 from typing import Mapping
 
-from . import endpoints, graph, messages
+from . import endpoints, graph, messages, process
 from .wire import Message
 
 _TYPES: tuple[type[Message], ...] = (
@@ -39,6 +39,12 @@ _TYPES: tuple[type[Message], ...] = (
     endpoints.RegisterSubscriber,
     endpoints.UnregisterEndpoint,
     endpoints.RoutesUpdate,
+    process.ProcessRegister,
+    process.ProcessUpdateOwnership,
+    process.ProcessRequest,
+    process.ProcessControlResponse,
+    process.RoutedRequest,
+    process.RoutedResponse,
 )
 
 KINDS: Mapping[str, type[Message]] = types.MappingProxyType({cls.KIND: cls for cls in _TYPES})

@@ -29,6 +29,9 @@ in :func:`error_class_for_code`.
         ├── OwnershipConflict            (OWNERSHIP_CONFLICT)
         ├── PermissionDenied             (PERMISSION_DENIED)
         ├── SettingsValidationError      (SETTINGS_VALIDATION)
+        │   ├── InvalidValue             (INVALID_VALUE)   a value does not fit its field's schema
+        │   └── UnknownField             (UNKNOWN_FIELD)   the field path names no field
+        ├── Conflict                     (CONFLICT)        a settings write based on a stale seq
         ├── ProcessUnavailable           (PROCESS_UNAVAILABLE)
         └── SlowConsumer                 (SLOW_CONSUMER)
 
@@ -179,6 +182,25 @@ class SettingsValidationError(ServerError):
     """A settings value does not fit its schema."""
 
     code = "SETTINGS_VALIDATION"
+
+
+class InvalidValue(SettingsValidationError):
+    """A value does not fit its field: wrong type, out of bounds, not a choice, read-only.
+    ``details`` has ``field_path``, ``expected`` and ``got``."""
+
+    code = "INVALID_VALUE"
+
+
+class UnknownField(SettingsValidationError):
+    """The field path names no field of the settings. ``details`` has ``field_path``."""
+
+    code = "UNKNOWN_FIELD"
+
+
+class Conflict(ServerError):
+    """The settings changed since ``expected_seq``; ``details`` has ``current_seq`` and ``current_value``."""
+
+    code = "CONFLICT"
 
 
 class ProcessUnavailable(ServerError):

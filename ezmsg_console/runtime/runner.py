@@ -208,14 +208,14 @@ class Runner:
 
     async def _stop_workers(self) -> None:
         live = [w for w in self.workers if w.proc.returncode is None]
-        for worker in self.workers:
-            if worker.proc.stdin is not None and not worker.proc.stdin.is_closing():
-                worker.proc.stdin.close()
         for worker in live:
             try:
                 worker.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        for worker in self.workers:  # after the signal: EOF alone means "the runner died"
+            if worker.proc.stdin is not None and not worker.proc.stdin.is_closing():
+                worker.proc.stdin.close()
         if live:
             _done, pending = await asyncio.wait([asyncio.ensure_future(w.proc.wait()) for w in live],
                                                 timeout=self.grace)

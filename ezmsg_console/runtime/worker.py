@@ -32,6 +32,7 @@ from ..protocol.address import parse_address, resolve_token
 from ..protocol.errors import ConsoleError
 from ..pubsub.host import EndpointHost
 from ..settings.values import from_plain
+from .process_control import ProcessControlClient
 from .status import EXIT_OK, EXIT_STARTUP, EXIT_UNIT_ERROR, STATUS_FD_ENV, StatusPipe, read_spec
 from .unit import NormalTermination, Unit
 from .unit_runner import UnitRunner
@@ -84,6 +85,7 @@ class Worker:
         self.stop_event = asyncio.Event()
         self.exit_code = EXIT_OK
         self.host: EndpointHost | None = None
+        self.control: ProcessControlClient | None = None
         self.conn: ClientConnection | None = None
 
     def build_units(self) -> list[Unit]:
@@ -140,7 +142,9 @@ class Worker:
         self.conn = await ClientConnection.open(address, role=m.Role.PROCESS, name=f"worker:{self.spec['group']}",
                                                 token=resolve_token(None), timeout=10.0)
         self.host = EndpointHost(self.conn, run_tag=self.spec["run_tag"])
+        self.control = ProcessControlClient(self.conn, stats=self.stats)
         try:
+            await self.control.register([u.address for u in units])
             await self.host.start()
             self.runners = [UnitRunner(u, self.host) for u in units]
             for runner in self.runners:
@@ -178,6 +182,8 @@ class Worker:
         """The command pipe closing means the runner is gone: stop."""
         await commands.read()
         if not self.stop_event.is_set():
+            await asyncio.sleep(0.2)  # a SIGTERM sent just before the EOF may still be on its way
+        if not self.stop_event.is_set():
             log.warning("the runner went away; stopping")
             self.stop_event.set()
 
@@ -195,6 +201,8 @@ class Worker:
             for pub in runner.publishers.values():
                 await pub.drain(DRAIN_TIMEOUT)
         self.status.send("stats", topics=self.stats())
+        if self.control is not None:
+            await self.control.close()
         if self.host is not None:
             await self.host.close()
         if self.conn is not None:

@@ -15,9 +15,11 @@ from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.endpoints import RoutesUpdate
 from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, PublisherInfo, SubscriberInfo, TopologyEvent
 from ..protocol.messages import Role, StreamKind
+from ..protocol.process import ProcessControlResponse, ProcessRequest
 from ..protocol.wire import Message
 from .endpoints import EndpointStore
 from .registry import ProcessRecord, Registry
+from .routing import Router
 from .streams import EventStream, Subscription
 from .topology import TopologyStore
 
@@ -27,9 +29,10 @@ class ServerCore:
 
     def __init__(self, *, server_id: str, history_limit: int = 10000, queue_events: int = 1024,
                  queue_bytes: int = 4 * 1024 * 1024, clock: Callable[[], float] = time.time,
-                 send_to_peer: Callable[[str, Message], None] | None = None) -> None:
+                 send_to_peer: Callable[[str, Message], bool] | None = None) -> None:
         self.server_id = server_id
-        self._send_to_peer = send_to_peer or (lambda peer_id, msg: None)
+        self._send_to_peer = send_to_peer or (lambda peer_id, msg: False)
+        self.router = Router(self._send_to_peer)
         self.endpoints = EndpointStore()
         self.epoch = uuid.uuid4().hex
         self.clock = clock
@@ -53,6 +56,7 @@ class ServerCore:
         self._publish_topology(self.topology.drop_owner(peer_id))
         self._update_routes()
         if isinstance(record, ProcessRecord):
+            self.router.process_gone(peer_id)
             # Always, even for a process that never registered a unit.
             self._publish_topology(self.topology.process_changed(peer_id))
 
@@ -84,6 +88,20 @@ class ServerCore:
     def clear_session(self, peer_id: str) -> None:
         self.registry.clear_metadata(peer_id)
         self._publish_topology(self.topology.drop_owner(peer_id))
+
+    # -- processes -------------------------------------------------------
+
+    def register_process(self, peer_id: str, pid: int, host: str, units: tuple[str, ...]) -> None:
+        if self.registry.register_process(peer_id, pid, host, units):
+            self._publish_topology(self.topology.process_changed(peer_id))
+
+    def update_ownership(self, peer_id: str, added: tuple[str, ...], removed: tuple[str, ...]) -> None:
+        if self.registry.update_ownership(peer_id, added, removed):
+            self._publish_topology(self.topology.process_changed(peer_id))
+
+    async def process_request(self, session_id: str, req: ProcessRequest) -> ProcessControlResponse:
+        owner = self.registry.owner_of(req.unit_address)
+        return await self.router.route(owner.process_id if owner else None, session_id, req)
 
     # -- data-plane endpoints --------------------------------------------
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..protocol import endpoints as ep
 from ..protocol import messages as m
+from ..protocol import process as pc
 from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.wire import Message
 
@@ -89,7 +90,26 @@ def _unregister_endpoint(core: ServerCore, peer: Peer, req: ep.UnregisterEndpoin
     return m.Ack(req.request_id)
 
 
+def _process_register(core: ServerCore, peer: Peer, req: pc.ProcessRegister) -> Message:
+    core.register_process(peer.peer_id, req.pid, req.host, req.units)
+    return m.Ack(req.request_id)
+
+
+def _update_ownership(core: ServerCore, peer: Peer, req: pc.ProcessUpdateOwnership) -> Message:
+    core.update_ownership(peer.peer_id, req.added_units, req.removed_units)
+    return m.Ack(req.request_id)
+
+
+def _process_request(core: ServerCore, peer: Peer, req: pc.ProcessRequest) -> Any:
+    if not req.timeout > 0:
+        raise InvalidRequest("timeout must be > 0", {"timeout": req.timeout})
+    return core.process_request(peer.peer_id, req)  # a coroutine: answered when the owner answers
+
+
 HANDLERS: dict[type, Handler] = {
+    pc.ProcessRegister: _process_register,
+    pc.ProcessUpdateOwnership: _update_ownership,
+    pc.ProcessRequest: _process_request,
     ep.RegisterPublisher: _register_publisher,
     ep.RegisterSubscriber: _register_subscriber,
     ep.UnregisterEndpoint: _unregister_endpoint,
@@ -111,6 +131,9 @@ def dispatch(core: ServerCore, peer: Peer, msg: Message) -> Message | None:
 
     ConsoleErrors propagate to the peer, which turns them into ErrorReply.
     """
+    if isinstance(msg, pc.RoutedResponse):
+        core.router.resolve(peer.peer_id, msg)
+        return None
     handler = HANDLERS.get(type(msg))
     if handler is None or not isinstance(msg, m.Request):
         raise InvalidRequest(f"{msg.KIND} is not a request this server handles", {"kind": msg.KIND})

@@ -171,11 +171,10 @@ class GraphServer:
             self._peers.pop(peer, None)
             self._peers_by_id.pop(peer.peer_id, None)
 
-    def _send_to_peer(self, peer_id: str, msg: Message) -> None:
-        """Queue an unsolicited message (e.g. a routes update) to one peer."""
+    def _send_to_peer(self, peer_id: str, msg: Message) -> bool:
+        """Queue an unsolicited message (a routes update, a routed request) to one peer."""
         peer = self._peers_by_id.get(peer_id)
-        if peer is not None:
-            peer.queue_control(msg)
+        return peer is not None and peer.queue_control(msg)
 
     @property
     def peer_count(self) -> int:

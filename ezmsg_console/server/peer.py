@@ -14,7 +14,7 @@ import asyncio
 import collections
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import auth
 from ..protocol import messages as m
@@ -72,6 +72,7 @@ class Peer:
         self._wake = asyncio.Event()
         self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # requests answered later (routed requests)
 
     @property
     def may_shutdown(self) -> bool:
@@ -82,18 +83,20 @@ class Peer:
     def wake_writer(self) -> None:
         self._wake.set()
 
-    def queue_control(self, msg: Message) -> None:
-        """Queue a reply/error/control frame; never blocks."""
+    def queue_control(self, msg: Message) -> bool:
+        """Queue a reply/error/control frame; never blocks. False if the peer is
+        closing or was just closed for having too much pending."""
         if self._closing:
-            return
+            return False
         frame = self.conn.send(msg)
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         pending = self._outbox_bytes + self.writer.transport.get_write_buffer_size()
         if pending > self.server.max_pending_bytes:
             self._abort_slow(f"{pending} bytes pending for this peer")
-            return
+            return False
         self._wake.set()
+        return True
 
     def _take_frames(self) -> list[bytes]:
         frames = list(self._outbox)
@@ -153,6 +156,8 @@ class Peer:
             if await self._handshake():
                 await self._read_loop()
         finally:
+            for task in list(self._tasks):
+                task.cancel()
             if self.joined:
                 subs = list(self.subscriptions)
                 self.subscriptions.clear()
@@ -245,6 +250,26 @@ class Peer:
             reply = error_reply(request_id, ServerError(f"internal server error: {type(exc).__name__}: {exc}"))
         if reply is None:
             return
+        if asyncio.iscoroutine(reply):
+            task = asyncio.ensure_future(self._answer_later(request_id, reply))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._send_reply(request_id, msg, reply)
+
+    async def _answer_later(self, request_id: int | None, pending: Any) -> None:
+        try:
+            reply = await pending
+        except ConsoleError as exc:
+            reply = error_reply(request_id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the server
+            log.exception("internal error answering request %s from %s", request_id, self.peer_address)
+            reply = error_reply(request_id, ServerError(f"internal server error: {type(exc).__name__}: {exc}"))
+        self.queue_control(reply)
+
+    def _send_reply(self, request_id: int | None, msg: Message, reply: Message) -> None:
         try:
             self.queue_control(reply)
         except LocalProtocolError as exc:  # the reply does not fit in one frame

@@ -10,7 +10,7 @@ import dataclasses
 import time
 from typing import Callable
 
-from ..protocol.errors import AddressCollision, NotFound
+from ..protocol.errors import AddressCollision, InvalidRequest, NotFound, OwnershipConflict, PermissionDenied
 from ..protocol.graph import GraphMetadata, ProcessInfo, SessionInfo
 from ..protocol.messages import Role
 
@@ -42,6 +42,7 @@ class Registry:
         self.sessions: dict[str, SessionRecord] = {}
         self.processes: dict[str, ProcessRecord] = {}
         self._address_owner: dict[str, str] = {}  # component address -> session id
+        self._unit_owner: dict[str, str] = {}  # unit address -> process id
 
     def add_peer(self, peer_id: str, name: str, role: Role, peer_address: str) -> None:
         now = self._clock()
@@ -52,7 +53,71 @@ class Registry:
 
     def remove_peer(self, peer_id: str) -> SessionRecord | ProcessRecord | None:
         self.clear_metadata(peer_id)
-        return self.sessions.pop(peer_id, None) or self.processes.pop(peer_id, None)
+        process = self.processes.pop(peer_id, None)
+        if process is not None:
+            for unit in process.units:
+                if self._unit_owner.get(unit) == peer_id:
+                    del self._unit_owner[unit]
+            return process
+        return self.sessions.pop(peer_id, None)
+
+    # -- processes and unit ownership --------------------------------------
+
+    def process(self, process_id: str) -> ProcessRecord:
+        record = self.processes.get(process_id)
+        if record is None:
+            raise PermissionDenied("only a process connection can own units", {"peer_id": process_id})
+        return record
+
+    def owner_of(self, unit: str) -> ProcessRecord | None:
+        owner = self._unit_owner.get(unit)
+        return self.processes.get(owner) if owner is not None else None
+
+    def _conflicts(self, process_id: str, units: set[str]) -> None:
+        conflicts = []
+        for unit in sorted(units):
+            owner = self.owner_of(unit)
+            if owner is not None and owner.process_id != process_id:
+                conflicts.append({"unit": unit, "process_id": owner.process_id, "pid": owner.pid,
+                                  "host": owner.host})
+        if conflicts:
+            named = ", ".join(f"{c['unit']} (process {c['process_id']}, pid {c['pid']} on {c['host']})"
+                              for c in conflicts)
+            raise OwnershipConflict(f"unit(s) owned by another process: {named}", {"conflicts": conflicts})
+
+    @staticmethod
+    def _check_units(units: tuple[str, ...]) -> set[str]:
+        for unit in units:
+            if not isinstance(unit, str) or not unit or unit != unit.strip():
+                raise InvalidRequest(f"invalid unit address {unit!r}", {"unit": unit})
+        return set(units)
+
+    def register_process(self, process_id: str, pid: int, host: str, units: tuple[str, ...]) -> bool:
+        """Replace pid, host and the whole unit set; True if the unit set changed.
+        Atomic: an OwnershipConflict changes nothing."""
+        record = self.process(process_id)
+        wanted = self._check_units(units)
+        self._conflicts(process_id, wanted)
+        record.pid, record.host = pid, host
+        return self._set_units(record, wanted)
+
+    def update_ownership(self, process_id: str, added: tuple[str, ...], removed: tuple[str, ...]) -> bool:
+        """Add, then remove (a unit in both ends removed); True if the set changed."""
+        record = self.process(process_id)
+        add, drop = self._check_units(added), self._check_units(removed)
+        self._conflicts(process_id, add)
+        return self._set_units(record, (record.units | add) - drop)
+
+    def _set_units(self, record: ProcessRecord, units: set[str]) -> bool:
+        if units == record.units:
+            return False
+        for unit in record.units - units:
+            if self._unit_owner.get(unit) == record.process_id:
+                del self._unit_owner[unit]
+        for unit in units:
+            self._unit_owner[unit] = record.process_id
+        record.units = units
+        return True
 
     def session(self, session_id: str) -> SessionRecord:
         try:

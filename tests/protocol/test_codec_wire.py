@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from ezmsg_console.protocol import catalog, endpoints, graph, messages
+from ezmsg_console.protocol import catalog, endpoints, graph, messages, process
 from ezmsg_console.protocol.codec import EXT_NDARRAY, packb, unpackb
 from ezmsg_console.protocol.errors import (
     ConsoleError,
@@ -174,6 +174,18 @@ EXAMPLES: dict[str, Message] = {
     "REGISTER_SUBSCRIBER": endpoints.RegisterSubscriber(request_id=32, info=SUBSCRIBER),
     "UNREGISTER_ENDPOINT": endpoints.UnregisterEndpoint(request_id=33, endpoint_id="pub-1"),
     "ROUTES_UPDATE": endpoints.RoutesUpdate(sub_id="sub-1", publishers=(PUBLISHER,)),
+    "PROCESS_REGISTER": process.ProcessRegister(request_id=41, pid=77, host="box", units=("SYS/A", "SYS/B")),
+    "PROCESS_UPDATE_OWNERSHIP": process.ProcessUpdateOwnership(request_id=42, added_units=("SYS/C",),
+                                                               removed_units=("SYS/A",)),
+    "PROCESS_REQUEST": process.ProcessRequest(request_id=43, unit_address="SYS/A", operation="ECHO",
+                                              payload={"x": [1, 2.5, None]}, timeout=0.5, expected_seq=9),
+    "PROCESS_CONTROL_RESPONSE": process.ProcessControlResponse(request_id=43, ok=False, payload=[0],
+                                                               error="boom", error_code="HANDLER_ERROR",
+                                                               process_id="proc-9", details={"a": 1}),
+    "PROCESS_ROUTE_REQUEST": process.RoutedRequest(route_id="r-1", unit_address="SYS/A", operation="PING",
+                                                   payload=b"\x00", source_session_id="sess-1", timeout=1.5),
+    "PROCESS_ROUTE_RESPONSE": process.RoutedResponse(route_id="r-1", ok=False, payload={"pong": True}, error="e",
+                                                     error_code="X", details={"k": "v"}),
 }
 
 
