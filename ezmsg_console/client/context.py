@@ -26,6 +26,14 @@ from ..protocol.address import Address, resolve_address, resolve_token
 from ..protocol.errors import ConnectionClosed, ServerUnreachable
 from ..protocol.graph import GraphMetadata, GraphSnapshot
 from ..protocol.process import Operation, ProcessControlResponse, ProcessRequest
+from ..protocol.settings import (
+    SettingsEventsReply,
+    SettingsEventsRequest,
+    SettingsSnapshotReply,
+    SettingsSnapshotRequest,
+    SettingsState,
+)
+from ..settings.values import to_plain
 from .connection import ClientConnection, process_error
 from .streams import EventSubscription, StreamReceiver
 
@@ -198,6 +206,18 @@ class GraphContext:
 
     # -- streams ---------------------------------------------------------
 
+    def _subscribe(self, kind: m.StreamKind, after_seq: int | None, max_queue: int,
+                   timeout: float | None) -> EventSubscription:
+        start_after = -1 if after_seq is None else after_seq
+
+        async def open_stream(receiver: StreamReceiver) -> ClientConnection:
+            conn = self.connection
+            await conn.request(lambda rid: m.Subscribe(rid, kind, start_after), m.Subscribed,
+                               self._t(timeout), stream=receiver)
+            return conn
+
+        return EventSubscription(open_stream, max_queue)
+
     def subscribe_topology_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
                                   timeout: float | None = None) -> EventSubscription:
         """Topology events after ``after_seq`` (retained history first, then live).
@@ -205,13 +225,40 @@ class GraphContext:
         ``after_seq=None`` means live events only. ``await`` the result to
         subscribe at once, or iterate it with ``async for``.
         """
+        return self._subscribe(m.StreamKind.TOPOLOGY, after_seq, max_queue, timeout)
 
-        start_after = -1 if after_seq is None else after_seq
+    # -- settings --------------------------------------------------------
 
-        async def open_stream(receiver: StreamReceiver) -> ClientConnection:
-            conn = self.connection
-            await conn.request(lambda rid: m.Subscribe(rid, m.StreamKind.TOPOLOGY, start_after), m.Subscribed,
-                               self._t(timeout), stream=receiver)
-            return conn
+    async def settings_snapshot(self, timeout: float | None = None) -> tuple[SettingsState, ...]:
+        """Every component's current settings (value, schema, declaring session, reporting process, seq)."""
+        reply = await self.connection.request(SettingsSnapshotRequest, SettingsSnapshotReply, self._t(timeout))
+        return reply.states
 
-        return EventSubscription(open_stream, max_queue)
+    async def settings_events(self, after_seq: int = 0, timeout: float | None = None) -> SettingsEventsReply:
+        """Retained settings events after ``after_seq``; ``gap_from``/``gap_to`` name lost ones."""
+        return await self.connection.request(lambda rid: SettingsEventsRequest(rid, after_seq), SettingsEventsReply,
+                                             self._t(timeout))
+
+    def subscribe_settings_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
+                                  timeout: float | None = None) -> EventSubscription:
+        """Settings events after ``after_seq`` (history, then live), with gap markers like topology."""
+        return self._subscribe(m.StreamKind.SETTINGS, after_seq, max_queue, timeout)
+
+    async def update_setting(self, component_address: str, field_path: str, value: Any, *,
+                             expected_seq: int | None = None, timeout: float = 2.0) -> dict[str, Any]:
+        """Change one field (dotted path) of a unit's settings, in the process that owns it.
+
+        Returns ``{"value": <the applied settings>, "seq": <the event's seq>}``.
+        Raises InvalidValue / UnknownField (naming the path and what was
+        expected), Conflict (``expected_seq`` is stale), InvalidRequest, or
+        ProcessUnavailable; nothing changes when it raises.
+        """
+        return await self._checked(component_address, Operation.UPDATE_SETTING_FIELD.value,
+                                   {"field_path": field_path, "value": value}, timeout=timeout,
+                                   expected_seq=expected_seq)
+
+    async def update_settings(self, component_address: str, value: Any, *, timeout: float = 2.0) -> dict[str, Any]:
+        """Replace a unit's whole settings (a settings object or its field dict), validated first,
+        delivered through the unit's INPUT_SETTINGS stream."""
+        return await self._checked(component_address, Operation.UPDATE_SETTINGS.value, {"value": to_plain(value)},
+                                   timeout=timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 from typing import Mapping
 
-from . import endpoints, graph, messages, process
+from . import endpoints, graph, messages, process, settings
 from .wire import Message
 
 _TYPES: tuple[type[Message], ...] = (
@@ -45,6 +45,12 @@ _TYPES: tuple[type[Message], ...] = (
     process.ProcessControlResponse,
     process.RoutedRequest,
     process.RoutedResponse,
+    settings.SettingsChangedEvent,
+    settings.ProcessSettingsUpdate,
+    settings.SettingsSnapshotRequest,
+    settings.SettingsSnapshotReply,
+    settings.SettingsEventsRequest,
+    settings.SettingsEventsReply,
 )
 
 KINDS: Mapping[str, type[Message]] = types.MappingProxyType({cls.KIND: cls for cls in _TYPES})

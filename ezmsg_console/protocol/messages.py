@@ -26,6 +26,7 @@ class Role(str, enum.Enum):
 
 class StreamKind(str, enum.Enum):
     TOPOLOGY = "topology"
+    SETTINGS = "settings"
 
 
 # -- handshake ---------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from ..protocol.errors import ConfigurationError
 from ..protocol.graph import ComponentMetadata, ComponentType, GraphMetadata, StreamDirection, StreamMetadata
+from ..settings.schema import build_schema, schema_to_plain
 from ..settings.values import to_plain
 from .unit import BoundStream, Collection, Component, InputStream, Unit
 
@@ -73,6 +74,7 @@ def _metadata(comp: Component, name: str) -> ComponentMetadata:
         streams=streams,
         settings_type=type_name(settings_type) if settings_type is not None else None,
         initial_settings=to_plain(value) if value is not None else None,
+        settings_schema=schema_to_plain(build_schema(settings_type)) if settings_type is not None else None,
         dynamic_settings=isinstance(comp, Unit) and type(comp).has_dynamic_settings(),
     )
 

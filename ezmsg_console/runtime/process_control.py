@@ -17,7 +17,7 @@ import os
 import resource
 import socket
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from ..client.connection import ClientConnection
 from ..protocol import messages as m
@@ -90,7 +90,7 @@ class ProcessControlClient:
         try:
             payload = await self._run(msg)
             reply = RoutedResponse(msg.route_id, ok=True, payload=payload)
-        except _Refused as exc:
+        except OperationRefused as exc:
             reply = RoutedResponse(msg.route_id, ok=False, error=exc.message, error_code=exc.code.value)
         except ConsoleError as exc:
             reply = RoutedResponse(msg.route_id, ok=False, error=exc.message, error_code=exc.code,
@@ -110,7 +110,7 @@ class ProcessControlClient:
         if fn is not None:
             result = fn(msg)
         elif self._handler is None:
-            raise _Refused(ErrorCode.HANDLER_NOT_CONFIGURED,
+            raise OperationRefused(ErrorCode.HANDLER_NOT_CONFIGURED,
                            f"no handler is installed for operation {msg.operation!r}")
         else:
             result = self._handler(msg.unit_address, msg.operation, msg.payload)
@@ -152,7 +152,9 @@ class ProcessControlClient:
         }
 
 
-class _Refused(Exception):
+class OperationRefused(Exception):
+    """Raise in an operation to answer with ``code`` (e.g. UNSUPPORTED_OPERATION)."""
+
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -166,5 +168,3 @@ def _rss_bytes() -> int:
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-
-OperationCallable = Callable[[RoutedRequest], Awaitable[Any]]

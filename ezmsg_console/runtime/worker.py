@@ -33,6 +33,7 @@ from ..protocol.errors import ConsoleError
 from ..pubsub.host import EndpointHost
 from ..settings.values import from_plain
 from .process_control import ProcessControlClient
+from .settings_ops import SettingsOps
 from .status import EXIT_OK, EXIT_STARTUP, EXIT_UNIT_ERROR, STATUS_FD_ENV, StatusPipe, read_spec
 from .unit import NormalTermination, Unit
 from .unit_runner import UnitRunner
@@ -147,8 +148,10 @@ class Worker:
             await self.control.register([u.address for u in units])
             await self.host.start()
             self.runners = [UnitRunner(u, self.host) for u in units]
+            settings_ops = SettingsOps(self.control, self.host)
             for runner in self.runners:
                 await runner.setup()
+                await settings_ops.add(runner)
             for runner in self.runners:
                 result = runner.unit.initialize()
                 if asyncio.iscoroutine(result):

@@ -7,6 +7,8 @@ only append to per-peer queues, which the peers' writer tasks drain.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Callable
@@ -15,11 +17,13 @@ from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.endpoints import RoutesUpdate
 from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, PublisherInfo, SubscriberInfo, TopologyEvent
 from ..protocol.messages import Role, StreamKind
-from ..protocol.process import ProcessControlResponse, ProcessRequest
+from ..protocol.process import ErrorCode, Operation, ProcessControlResponse, ProcessRequest
+from ..protocol.settings import ProcessSettingsUpdate, SettingsChangedEvent
 from ..protocol.wire import Message
 from .endpoints import EndpointStore
 from .registry import ProcessRecord, Registry
-from .routing import Router
+from .routing import Router, failure
+from .settings_store import SettingsStore
 from .streams import EventStream, Subscription
 from .topology import TopologyStore
 
@@ -38,8 +42,11 @@ class ServerCore:
         self.clock = clock
         self.topology = TopologyStore(self.epoch, clock)
         self.registry = Registry(clock)
+        self.settings = SettingsStore(self.epoch, clock)
+        self._edit_locks: dict[str, asyncio.Lock] = {}
         self.streams: dict[StreamKind, EventStream] = {
-            StreamKind.TOPOLOGY: EventStream(StreamKind.TOPOLOGY, history_limit, queue_events, queue_bytes),
+            kind: EventStream(kind, history_limit, queue_events, queue_bytes)
+            for kind in (StreamKind.TOPOLOGY, StreamKind.SETTINGS)
         }
 
     # -- peers -----------------------------------------------------------
@@ -52,6 +59,8 @@ class ServerCore:
         for stream_id in subscriptions:
             self.unsubscribe(stream_id)
         record = self.registry.remove_peer(peer_id)
+        self.settings.release_session(peer_id)
+        self._publish_settings(self.settings.process_gone(peer_id))
         self.endpoints.drop_peer(peer_id)
         self._publish_topology(self.topology.drop_owner(peer_id))
         self._update_routes()
@@ -67,6 +76,18 @@ class ServerCore:
             self.streams[StreamKind.TOPOLOGY].publish(event)
             if event.changed_topics:
                 self._update_routes()
+
+    def _publish_settings(self, events: list[SettingsChangedEvent]) -> None:
+        for event in events:
+            self.streams[StreamKind.SETTINGS].publish(event)
+
+    def settings_events(self, after_seq: int) -> tuple[list[SettingsChangedEvent], tuple[int, int] | None]:
+        """Retained settings events after ``after_seq``, and the lost range if it is too old."""
+        stream = self.streams[StreamKind.SETTINGS]
+        events = [ev for ev, _size in stream.history if ev.seq > after_seq]
+        first = events[0].seq if events else stream.last_seq + 1
+        gap = (after_seq + 1, first - 1) if after_seq + 1 < first and after_seq < stream.last_seq else None
+        return events, gap  # type: ignore[return-value]
 
     def _update_routes(self) -> None:
         for sub, publishers in self.endpoints.changed_routes(self.topology.upstream):
@@ -87,6 +108,7 @@ class ServerCore:
 
     def clear_session(self, peer_id: str) -> None:
         self.registry.clear_metadata(peer_id)
+        self.settings.release_session(peer_id)
         self._publish_topology(self.topology.drop_owner(peer_id))
 
     # -- processes -------------------------------------------------------
@@ -100,8 +122,40 @@ class ServerCore:
             self._publish_topology(self.topology.process_changed(peer_id))
 
     async def process_request(self, session_id: str, req: ProcessRequest) -> ProcessControlResponse:
+        if req.operation in (Operation.UPDATE_SETTING_FIELD.value, Operation.UPDATE_SETTINGS.value):
+            return await self._edit_setting(session_id, req)
         owner = self.registry.owner_of(req.unit_address)
         return await self.router.route(owner.process_id if owner else None, session_id, req)
+
+    async def _edit_setting(self, session_id: str, req: ProcessRequest) -> ProcessControlResponse:
+        """Edits of one component run one at a time; a stale ``expected_seq`` is a CONFLICT.
+        The owner reports the new value before it answers, so the answer carries
+        the seq of the event it caused and a snapshot already shows the value."""
+        lock = self._edit_locks.setdefault(req.unit_address, asyncio.Lock())
+        async with lock:
+            state = self.settings.state(req.unit_address)
+            if req.expected_seq is not None and (state is None or state.seq != req.expected_seq):
+                current_seq = state.seq if state is not None else None
+                return failure(req.request_id, ErrorCode.CONFLICT,
+                               f"settings of {req.unit_address} changed since seq {req.expected_seq} "
+                               f"(now {current_seq})", None,
+                               {"current_seq": current_seq,
+                                "current_value": state.value.structured_value if state else None})
+            owner = self.registry.owner_of(req.unit_address)
+            response = await self.router.route(owner.process_id if owner else None, session_id, req)
+            if response.ok:
+                after = self.settings.state(req.unit_address)
+                payload = {"value": response.payload, "seq": after.seq if after else None}
+                response = dataclasses.replace(response, payload=payload)
+        if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
+            self._edit_locks.pop(req.unit_address, None)
+        return response
+
+    def process_settings_update(self, peer_id: str, req: ProcessSettingsUpdate) -> None:
+        record = self.registry.process(peer_id)
+        event = self.settings.process_update(peer_id, record.units, req.component_address, req.value,
+                                             req.timestamp)
+        self._publish_settings([event])
 
     # -- data-plane endpoints --------------------------------------------
 
@@ -124,6 +178,7 @@ class ServerCore:
             raise PermissionDenied(f"a {role.value} connection cannot register session metadata",
                                    {"role": role.value})
         self.registry.register_metadata(peer_id, metadata)
+        self._publish_settings(self.settings.register_metadata(peer_id, metadata))
 
     # -- snapshot and streams --------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..protocol import endpoints as ep
 from ..protocol import messages as m
 from ..protocol import process as pc
+from ..protocol import settings as st
 from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.wire import Message
 
@@ -106,7 +107,25 @@ def _process_request(core: ServerCore, peer: Peer, req: pc.ProcessRequest) -> An
     return core.process_request(peer.peer_id, req)  # a coroutine: answered when the owner answers
 
 
+def _settings_update(core: ServerCore, peer: Peer, req: st.ProcessSettingsUpdate) -> Message:
+    core.process_settings_update(peer.peer_id, req)
+    return m.Ack(req.request_id)
+
+
+def _settings_snapshot(core: ServerCore, peer: Peer, req: st.SettingsSnapshotRequest) -> Message:
+    return st.SettingsSnapshotReply(req.request_id, core.settings.snapshot(), core.settings.seq)
+
+
+def _settings_events(core: ServerCore, peer: Peer, req: st.SettingsEventsRequest) -> Message:
+    events, gap = core.settings_events(req.after_seq)
+    return st.SettingsEventsReply(req.request_id, tuple(events), core.settings.seq,
+                                  gap[0] if gap else None, gap[1] if gap else None)
+
+
 HANDLERS: dict[type, Handler] = {
+    st.ProcessSettingsUpdate: _settings_update,
+    st.SettingsSnapshotRequest: _settings_snapshot,
+    st.SettingsEventsRequest: _settings_events,
     pc.ProcessRegister: _process_register,
     pc.ProcessUpdateOwnership: _update_ownership,
     pc.ProcessRequest: _process_request,

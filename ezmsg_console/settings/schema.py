@@ -312,23 +312,12 @@ def schema_to_plain(schema: SettingsSchemaMetadata) -> dict[str, Any]:
 
 
 def _field_to_plain(field: SettingsFieldMetadata) -> dict[str, Any]:
-    return {
-        "name": field.name,
-        "field_type": field.field_type,
-        "kind": field.kind,
-        "required": field.required,
-        "default": field.default,
-        "description": field.description,
-        "bounds": None if field.bounds is None else list(field.bounds),
-        "bounds_inclusive": list(field.bounds_inclusive),
-        "choices": None if field.choices is None else list(field.choices),
-        "unit": field.unit,
-        "read_only": field.read_only,
-        "optional": field.optional,
-        "item_kind": field.item_kind,
-        "widget_hint": field.widget_hint,
-        "fields": [_field_to_plain(f) for f in field.fields],
-    }
+    plain = {f.name: getattr(field, f.name) for f in dataclasses.fields(field)}
+    plain["bounds"] = None if field.bounds is None else list(field.bounds)
+    plain["bounds_inclusive"] = list(field.bounds_inclusive)
+    plain["choices"] = None if field.choices is None else list(field.choices)
+    plain["fields"] = [_field_to_plain(f) for f in field.fields]
+    return plain
 
 
 def schema_from_plain(data: Any) -> SettingsSchemaMetadata:

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from ezmsg_console.protocol import catalog, endpoints, graph, messages, process
+from ezmsg_console.protocol import catalog, endpoints, graph, messages, process, settings
 from ezmsg_console.protocol.codec import EXT_NDARRAY, packb, unpackb
 from ezmsg_console.protocol.errors import (
     ConsoleError,
@@ -90,6 +90,15 @@ PUBLISHER = PublisherInfo(
 SUBSCRIBER = SubscriberInfo(
     sub_id="sub-1", topic="SYS/LOG/INPUT", peer_id="proc-10", host_id="box:boot:4026531840", hostname="box",
     pid=1235, leaky=True, max_queue=4,
+)
+
+SETTINGS_VALUE = settings.SettingsSnapshotValue(
+    structured_value={"gain": 2.0, "mode": "fast"}, repr_value={"gain": 2.0, "mode": "fast"},
+    settings_schema={"provider": "dataclass", "settings_type": "m.S", "fields": []},
+)
+SETTINGS_EVENT = settings.SettingsChangedEvent(
+    seq=9, event_type=settings.SettingsEventType.SETTINGS_UPDATED, component_address="SYS/A", timestamp=3.25,
+    value=SETTINGS_VALUE, source_session_id="sess-1", source_process_id="proc-9", server_epoch="ep",
 )
 
 SNAPSHOT = GraphSnapshot(
@@ -184,6 +193,16 @@ EXAMPLES: dict[str, Message] = {
                                                                process_id="proc-9", details={"a": 1}),
     "PROCESS_ROUTE_REQUEST": process.RoutedRequest(route_id="r-1", unit_address="SYS/A", operation="PING",
                                                    payload=b"\x00", source_session_id="sess-1", timeout=1.5),
+    "SETTINGS_EVENT": SETTINGS_EVENT,
+    "PROCESS_SETTINGS_UPDATE": settings.ProcessSettingsUpdate(request_id=51, component_address="SYS/A",
+                                                              value=SETTINGS_VALUE, timestamp=12.5),
+    "SETTINGS_SNAPSHOT": settings.SettingsSnapshotRequest(request_id=52),
+    "SETTINGS_SNAPSHOT_REPLY": settings.SettingsSnapshotReply(
+        request_id=52, last_seq=9,
+        states=(settings.SettingsState("SYS/A", SETTINGS_VALUE, "sess-1", "proc-9", 9),)),
+    "SETTINGS_EVENTS": settings.SettingsEventsRequest(request_id=53, after_seq=4),
+    "SETTINGS_EVENTS_REPLY": settings.SettingsEventsReply(request_id=53, events=(SETTINGS_EVENT,), last_seq=9,
+                                                          gap_from=1, gap_to=3),
     "PROCESS_ROUTE_RESPONSE": process.RoutedResponse(route_id="r-1", ok=False, payload={"pong": True}, error="e",
                                                      error_code="X", details={"k": "v"}),
 }
