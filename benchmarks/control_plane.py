@@ -220,10 +220,52 @@ async def run_suite(address: str, config: str, a: argparse.Namespace) -> list[Ro
             raise RuntimeError(f"expected {LARGE_EDGES} edges in the graph, found {len(snap.edges)}")
         rows.append(Row(config, f"snapshot(), {LARGE_EDGES} edges",
                         await time_calls(client.snapshot, a.repeats_large, max(1, a.warmup // 4))))
+        rows.extend(await routed_suite(address, config, a))
     # keep the table order stable: ping, snapshot 10, snapshot 1000, fan-out
     order = ["ping()", f"snapshot(), {SMALL_EDGES} edges", f"snapshot(), {LARGE_EDGES} edges"]
     rows.sort(key=lambda r: order.index(r.measurement) if r.measurement in order else len(order))
     return rows
+
+
+async def routed_suite(address: str, config: str, a: argparse.Namespace) -> list[Row]:
+    """Routed PING and update_setting end to end, against the demo pipeline's real workers."""
+    demo = subprocess.Popen([sys.executable, "-m", "ezmsg_console", "demo", "--headless", "--address", address,
+                             "--duration", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with GraphContext(address, name="bench-editor", timeout=30.0) as editor, \
+                GraphContext(address, name="bench-watcher", timeout=30.0) as watcher:
+            deadline = time.monotonic() + 30.0
+            while True:  # wait for the demo's three workers to own their units
+                owners = {u for p in (await editor.snapshot()).processes for u in p.units}
+                if "DEMO/FILTER" in owners and len(owners) >= 4:
+                    break
+                if time.monotonic() > deadline or demo.poll() is not None:
+                    raise RuntimeError("the demo pipeline did not start")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            rows = [Row(config, "routed PING (demo worker)",
+                        await time_calls(lambda: editor.process_ping("DEMO/FILTER"), a.repeats // 2,
+                                         a.warmup))]
+            events = await watcher.subscribe_settings_events(after_seq=None)
+            samples: list[float] = []
+            for i in range(a.edits + a.warmup // 10):
+                start = time.perf_counter()
+                applied = await editor.update_setting("DEMO/FILTER", "cutoff_hz", 20.0 + (i % 50))
+                while True:  # until the second subscriber sees the event this edit caused
+                    ev = await events.next(10.0)
+                    if getattr(ev, "seq", -1) >= applied["seq"]:
+                        break
+                if i >= a.warmup // 10:
+                    samples.append(time.perf_counter() - start)
+            rows.append(Row(config, "update_setting -> event seen", samples))
+            return rows
+    finally:
+        demo.send_signal(2)  # SIGINT: the demo stops its workers cleanly
+        try:
+            demo.wait(15.0)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait(5.0)
 
 
 # -- server configurations ------------------------------------------------------
@@ -314,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fanout-cycles", type=int, default=500,
                    help="connect+disconnect cycles for the fan-out test; 2 events each (default 500)")
     p.add_argument("--warmup", type=int, default=200, help="untimed calls before each timed run (default 200)")
+    p.add_argument("--edits", type=int, default=300, help="timed update_setting calls (default 300)")
     p.add_argument("--quick", action="store_true", help="shrink every count ~10x")
     p.add_argument("--config", choices=["thread", "subprocess", "both"], default="both",
                    help="which server configuration(s) to measure (default both)")
@@ -325,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         a.fanout_cycles = max(10, a.fanout_cycles // 10)
         a.warmup = max(10, a.warmup // 10)
         a.fanout_warmup = 5
+        a.edits = max(20, a.edits // 10)
 
     print("ezmsg_console control-plane benchmark" + (" (--quick)" if a.quick else ""))
     for line in machine_facts():
         print(line)
-    print(f"target:   snapshot p50 <= {TARGET_SNAPSHOT_P50_MS:g} ms with {SMALL_EDGES} edges")
+    print(f"target:   snapshot p50 <= {TARGET_SNAPSHOT_P50_MS:g} ms with {SMALL_EDGES} edges; routed PING "
+          "p50 <= 1 ms; update_setting end to end p50 <= 5 ms")
     print(f"counts:   {a.repeats} ping/snapshot calls ({SMALL_EDGES} edges), {a.repeats_large} snapshot calls "
           f"({LARGE_EDGES} edges), {a.fanout_cycles} connect/disconnect cycles "
           f"= {2 * a.fanout_cycles} events x {N_SUBSCRIBERS} subscribers")
