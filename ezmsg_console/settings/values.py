@@ -60,7 +60,8 @@ def from_plain(tp: Any, data: Any, path: str = "") -> Any:
                 continue
         raise _bad(path, tp, data)
     if origin is typing.Literal:
-        if data in args:
+        # strict: True is not 1 and 1.0 is not 1 here
+        if any(type(data) is type(arg) and data == arg for arg in args):
             return data
         raise _bad(path, tp, data)
     if origin in (list, tuple, set, frozenset):
@@ -107,8 +108,10 @@ def _dataclass_from_plain(tp: type, data: Any, path: str) -> Any:
     kwargs = {}
     names = set()
     for f in dataclasses.fields(tp):
+        if not f.init:
+            continue  # not settable: a key naming it is reported as unknown below
         names.add(f.name)
-        if f.name in data and f.init:
+        if f.name in data:
             kwargs[f.name] = from_plain(hints.get(f.name, Any), data[f.name], f"{path}.{f.name}".lstrip("."))
     unknown = sorted(set(data) - names)
     if unknown:
