@@ -104,6 +104,11 @@ class GraphContext:
         if server is not None:
             server.stop_thread()
 
+    async def wait_disconnected(self) -> None:
+        """Return when the connection to the server is gone (at once if it already is)."""
+        if self._conn is not None:
+            await self._conn.wait_closed()
+
     @property
     def connection(self) -> ClientConnection:
         if self._conn is None:

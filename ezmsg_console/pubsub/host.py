@@ -31,6 +31,9 @@ DATA_HOST_ENV = "EZMSG_CONSOLE_DATA_HOST"
 RUN_TAG_ENV = "EZMSG_CONSOLE_RUN_TAG"
 DEFAULT_BUF_SIZE = 64 * 1024
 DEFAULT_NUM_BUFFERS = 32
+REJOIN_GRACE_S = 5.0
+"""After rejoining a restarted GraphServer, links are only added, never dropped, for this
+long: the new server learns the edges and the endpoints in no particular order."""
 
 
 def host_identity() -> str:
@@ -65,6 +68,9 @@ class EndpointHost:
         self._tcp_port = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._route_tasks: set[asyncio.Task[None]] = set()
+        self._latest_routes: dict[str, tuple[PublisherInfo, ...]] = {}
+        self._grace_until = 0.0
+        self._reconcile: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -146,9 +152,39 @@ class EndpointHost:
         sub = self.subscribers.get(msg.sub_id)
         if sub is None:
             return
-        task = asyncio.ensure_future(sub.update_routes(msg.publishers))
+        self._latest_routes[msg.sub_id] = msg.publishers
+        in_grace = asyncio.get_running_loop().time() < self._grace_until
+        self._spawn(sub.update_routes(msg.publishers, allow_removal=not in_grace))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
         self._route_tasks.add(task)
         task.add_done_callback(self._route_tasks.discard)
+
+    async def rejoin(self, conn: ClientConnection) -> None:
+        """Re-register every endpoint on a new connection (the GraphServer restarted).
+
+        The links between publishers and subscribers stay up throughout; for
+        :data:`REJOIN_GRACE_S` route updates only add links, then the latest
+        routes are applied in full.
+        """
+        self.conn = conn
+        conn.add_handler(RoutesUpdate, self._on_routes)
+        self._grace_until = asyncio.get_running_loop().time() + REJOIN_GRACE_S
+        for pub in list(self.publishers.values()):
+            await conn.request(lambda rid, info=pub.info: RegisterPublisher(rid, info), m.Ack, self.timeout)
+        for sub in list(self.subscribers.values()):
+            await conn.request(lambda rid, info=sub.info: RegisterSubscriber(rid, info), m.Ack, self.timeout)
+        if self._reconcile is not None:
+            self._reconcile.cancel()
+        self._reconcile = asyncio.ensure_future(self._reconcile_after_grace())
+
+    async def _reconcile_after_grace(self) -> None:
+        await asyncio.sleep(max(0.0, self._grace_until - asyncio.get_running_loop().time()))
+        for sub_id, publishers in list(self._latest_routes.items()):
+            sub = self.subscribers.get(sub_id)
+            if sub is not None:
+                self._spawn(sub.update_routes(publishers))
 
     async def close_endpoint(self, endpoint: Publisher | Subscriber) -> None:
         endpoint_id = endpoint.pub_id if isinstance(endpoint, Publisher) else endpoint.sub_id
@@ -163,6 +199,8 @@ class EndpointHost:
 
     async def close(self) -> None:
         """Close every endpoint (unlinking shared memory) and the data server."""
+        if self._reconcile is not None:
+            self._reconcile.cancel()
         for task in list(self._route_tasks):
             task.cancel()
         for sub in list(self.subscribers.values()):

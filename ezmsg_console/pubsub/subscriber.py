@@ -207,13 +207,14 @@ class Subscriber:
                 await self._routes_changed.wait()
         await asyncio.wait_for(linked(), timeout)
 
-    async def update_routes(self, publishers: tuple[PublisherInfo, ...]) -> None:
-        """Make the links match ``publishers`` (the GraphServer's complete set)."""
+    async def update_routes(self, publishers: tuple[PublisherInfo, ...], allow_removal: bool = True) -> None:
+        """Make the links match ``publishers`` (the GraphServer's complete set);
+        with ``allow_removal=False`` only add the missing ones."""
         async with self._routes_lock:
             if self.closed:
                 return
             wanted = {p.pub_id: p for p in publishers}
-            for pub_id in [p for p in self._sources if p not in wanted]:
+            for pub_id in [p for p in self._sources if p not in wanted and allow_removal]:
                 self._drop_source(pub_id)
             for pub_id, info in wanted.items():
                 if pub_id not in self._sources:

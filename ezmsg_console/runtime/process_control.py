@@ -61,6 +61,12 @@ class ProcessControlClient:
     def process_id(self) -> str:
         return self.conn.welcome.peer_id
 
+    async def rejoin(self, conn: ClientConnection) -> None:
+        """Take over a new connection (the GraphServer restarted) and claim our units again."""
+        self.conn = conn
+        conn.add_handler(RoutedRequest, self._on_request)
+        await self.register(self.units)
+
     async def register(self, units: list[str] | tuple[str, ...]) -> None:
         """Claim ``units`` (sorted, de-duplicated); raises OwnershipConflict naming their owners."""
         wanted = tuple(sorted(set(units)))

@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 from ..client.context import GraphContext
+from ..client.reconnect import retry_until_connected
 from ..protocol.address import TOKEN_ENV
 from ..protocol.errors import ConfigurationError, RunError
 from ..pubsub import shm
@@ -97,10 +98,13 @@ class Runner:
             await self._start_workers(assembly)
             if await self._barrier("registered", "link") and await self._barrier("ready", "start"):
                 log.info("run %s started: %d worker(s)", self.run_tag, len(self.workers))
+                keeper = asyncio.ensure_future(self._keep_connected(assembly))
                 try:
                     await asyncio.wait_for(self._stop.wait(), self.duration)
                 except (TimeoutError, asyncio.TimeoutError):
                     self.request_stop(f"duration of {self.duration:g} s reached")
+                finally:
+                    keeper.cancel()
         finally:
             await self._stop_workers()
             leftovers = shm.sweep(self.run_tag)
@@ -121,6 +125,32 @@ class Runner:
             errors=self.errors,
             exit_codes={w.group: w.exit_code for w in self.workers},
         )
+
+    async def _keep_connected(self, assembly: Assembly) -> None:
+        """If an external GraphServer restarts, declare the metadata and edges again."""
+        while not self._stop.is_set():
+            assert self.ctx is not None
+            if self.ctx.embedded_server is not None:
+                return  # our own server lives as long as we do
+            await self.ctx.wait_disconnected()
+            if self._stop.is_set():
+                return
+            log.warning("lost the GraphServer at %s; the pipeline keeps running, reconnecting", self.ctx.address)
+            ctx = GraphContext(self.ctx.address, token=self.token, name=self.ctx.name)
+
+            async def rejoin() -> GraphContext:
+                await ctx.open()
+                await ctx.register_metadata(assembly.metadata)
+                for src, dst in assembly.edges:
+                    await ctx.connect(src, dst)
+                return ctx
+
+            if await retry_until_connected(rejoin, self._stop, "runner") is None:
+                await ctx.close()
+                return
+            old, self.ctx = self.ctx, ctx
+            await old.close()
+            log.warning("rejoined the GraphServer at %s (epoch %s)", ctx.address, ctx.server_epoch)
 
     async def _barrier(self, flag: str, command: str) -> bool:
         """Wait until every worker has reported ``flag``, then send it ``command``.

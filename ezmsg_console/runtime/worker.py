@@ -30,6 +30,7 @@ from ..client.connection import ClientConnection
 from ..protocol import messages as m
 from ..protocol.address import parse_address, resolve_token
 from ..protocol.errors import ConsoleError
+from ..client.reconnect import retry_until_connected
 from ..pubsub.host import EndpointHost
 from ..settings.values import from_plain
 from .process_control import ProcessControlClient
@@ -87,6 +88,7 @@ class Worker:
         self.exit_code = EXIT_OK
         self.host: EndpointHost | None = None
         self.control: ProcessControlClient | None = None
+        self.settings_ops: SettingsOps | None = None
         self.conn: ClientConnection | None = None
 
     def build_units(self) -> list[Unit]:
@@ -148,10 +150,10 @@ class Worker:
             await self.control.register([u.address for u in units])
             await self.host.start()
             self.runners = [UnitRunner(u, self.host) for u in units]
-            settings_ops = SettingsOps(self.control, self.host)
+            self.settings_ops = SettingsOps(self.control, self.host)
             for runner in self.runners:
                 await runner.setup()
-                await settings_ops.add(runner)
+                await self.settings_ops.add(runner)
             for runner in self.runners:
                 result = runner.unit.initialize()
                 if asyncio.iscoroutine(result):
@@ -170,8 +172,10 @@ class Worker:
                     if not any(r.tasks for r in self.runners):
                         self.stop_event.set()
                     watcher = asyncio.ensure_future(self._watch_runner(commands))
+                    keeper = asyncio.ensure_future(self._keep_connected(address))
                     await self.stop_event.wait()
                     watcher.cancel()
+                    keeper.cancel()
         finally:
             await self.shutdown()
             # We are exiting anyway: a late SIGTERM from the runner must not turn
@@ -180,6 +184,34 @@ class Worker:
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, signal.SIG_IGN)
         return self.exit_code
+
+    async def _keep_connected(self, address: Any) -> None:
+        """If the GraphServer goes away, keep running and rejoin it when it is back."""
+        while not self.stop_event.is_set():
+            assert self.conn is not None and self.control is not None and self.host is not None
+            await self.conn.wait_closed()
+            if self.stop_event.is_set():
+                return
+            log.warning("lost the GraphServer at %s (%s); units keep running, reconnecting",
+                        address, self.conn.close_error)
+            new = await retry_until_connected(
+                lambda: ClientConnection.open(address, role=m.Role.PROCESS, name=f"worker:{self.spec['group']}",
+                                              token=resolve_token(None), timeout=5.0),
+                self.stop_event, f"worker {self.spec['group']}")
+            if new is None:
+                return
+            try:
+                await self.control.rejoin(new)
+                await self.host.rejoin(new)
+                if self.settings_ops is not None:
+                    await self.settings_ops.report_all()
+            except ConsoleError as exc:
+                log.warning("rejoining the GraphServer failed (%s); retrying", exc)
+                await new.close()
+                continue
+            self.conn = new
+            log.warning("rejoined the GraphServer at %s (epoch %s) as process %s", address,
+                        new.welcome.server_epoch, new.welcome.peer_id)
 
     async def _watch_runner(self, commands: asyncio.StreamReader) -> None:
         """The command pipe closing means the runner is gone: stop."""
