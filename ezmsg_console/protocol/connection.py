@@ -25,12 +25,15 @@ are looked up in :data:`TRANSITIONS`; an illegal one raises
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from typing import Any
 
 from .codec import packb, unpackb
-from .errors import LocalProtocolError, RemoteProtocolError
+from .catalog import KINDS
+from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from .framing import ABSOLUTE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
-from .messages import ErrorReply, Hello, ServerHello, Welcome
+from .messages import ErrorReply, Hello, Request, ServerHello, Welcome
 from .wire import Message, decode_message, encode_message
 
 
@@ -75,6 +78,17 @@ TRANSITIONS: dict[tuple[Side, State, Direction, object], State] = {
 """(side, state, direction, message class or open-message) -> next state.
 An ErrorReply may always be sent (even once CLOSED, to report why) and received
 in any state but CLOSED; during the handshake it closes the connection."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MalformedRequest(Message):
+    """Not a wire message: a request whose kind and id are readable but whose fields
+    are not. The server answers INVALID_REQUEST and the connection stays usable."""
+
+    request_id: int
+    kind: str
+    error: str
+    details: dict[str, Any]
 
 
 class ProtocolConnection:
@@ -135,13 +149,30 @@ class ProtocolConnection:
         try:
             self._decoder.add(data)
             while self.state is not State.CLOSED and (body := self._decoder.next_frame()) is not None:
-                msg = decode_message(unpackb(body))
+                obj = unpackb(body)
+                try:
+                    msg = decode_message(obj)
+                except DecodeError as exc:
+                    bad = self._malformed_request(obj, exc)
+                    if bad is None:
+                        raise
+                    out.append(bad)
+                    continue
                 self._enter(self._next_state(_RX, msg), msg)
                 out.append(msg)
         except RemoteProtocolError:
             self.state = State.CLOSED
             raise
         return out
+
+    def _malformed_request(self, obj: Any, exc: DecodeError) -> MalformedRequest | None:
+        if self.state is not State.OPEN or not isinstance(obj, dict):
+            return None
+        request_id, kind = obj.get("request_id"), obj.get("kind")
+        cls = KINDS.get(kind) if isinstance(kind, str) else None
+        if type(request_id) is not int or cls is None or not issubclass(cls, Request):
+            return None
+        return MalformedRequest(request_id, kind, exc.message, dict(exc.details))
 
     def send(self, msg: Message) -> bytes:
         """Validate and frame ``msg``; return the bytes to write.

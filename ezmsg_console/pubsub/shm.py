@@ -73,8 +73,8 @@ def _unlink(name: str) -> None:
 
 
 def ours(run_tag: str | None = None) -> list[str]:
-    """Names of existing segments of ours (of one run, if ``run_tag`` is given)."""
-    prefix = PREFIX if run_tag is None else f"{PREFIX}{run_tag}_"
+    """Names of existing segments of ours (of runs whose tag starts with ``run_tag``, if given)."""
+    prefix = PREFIX if run_tag is None else f"{PREFIX}{run_tag}"
     try:
         return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
     except FileNotFoundError:  # pragma: no cover - no /dev/shm on this platform
@@ -83,7 +83,7 @@ def ours(run_tag: str | None = None) -> list[str]:
 
 def sweep(run_tag: str) -> list[str]:
     """Unlink every segment a run left behind; returns their names."""
-    names = ours(run_tag)
+    names = ours(run_tag + "_")
     for name in names:
         _unlink(name)
     return names

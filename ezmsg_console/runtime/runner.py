@@ -29,6 +29,8 @@ from ..protocol.address import TOKEN_ENV
 from ..protocol.errors import ConfigurationError, RunError
 from ..pubsub import shm
 from ..pubsub.host import RUN_TAG_ENV
+
+RUN_TAG_PREFIX_ENV = "EZMSG_CONSOLE_RUN_TAG_PREFIX"
 from .assembly import Assembly, assemble
 from .unit import Component
 from .status import STATUS_FD_ENV, encode_spec
@@ -67,7 +69,8 @@ class Runner:
         self.token = token
         self.duration = duration
         self.grace = grace
-        self.run_tag = uuid.uuid4().hex[:8]
+        # An optional prefix (tests use one) lets a caller find this run's segments among others'.
+        self.run_tag = os.environ.get(RUN_TAG_PREFIX_ENV, "") + uuid.uuid4().hex[:8]
         self.workers: list[WorkerState] = []
         self.errors: list[dict[str, Any]] = []
         self.reason = ""

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from ..protocol import auth
 from ..protocol import messages as m
 from ..protocol.address import is_loopback_host
-from ..protocol.connection import ProtocolConnection, Side
+from ..protocol.connection import MalformedRequest, ProtocolConnection, Side
 from ..protocol.errors import (
     AuthError,
     AuthRequired,
     ConsoleError,
+    InvalidRequest,
     LocalProtocolError,
     ProtocolError,
     RequestTimeout,
@@ -240,6 +241,10 @@ class Peer:
                 self._handle(msg)
 
     def _handle(self, msg: Message) -> None:
+        if isinstance(msg, MalformedRequest):
+            self.queue_control(m.ErrorReply(msg.request_id, InvalidRequest.code, f"malformed {msg.kind}: {msg.error}",
+                                            {"kind": msg.kind, **msg.details}))
+            return
         request_id = msg.request_id if isinstance(msg, m.Request) else None
         try:
             reply = dispatch(self.server.core, self, msg)

@@ -38,4 +38,4 @@ async def make_host(server) -> AsyncIterator[HostFactory]:
         await host.close()
         await conn.close()
     for host, _ in made:
-        assert shm.ours(host.run_tag) == [], "a closed host left shared memory behind"
+        assert shm.ours(host.run_tag + "_") == [], "a closed host left shared memory behind"

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Iterator
 
 import psutil
 import pytest
 
 from ezmsg_console.pubsub import shm
+from ezmsg_console.runtime.runner import RUN_TAG_PREFIX_ENV
 
 
 @pytest.fixture
-def no_leaks() -> Iterator[None]:
-    """Fail if a test leaves one of our shared-memory segments or a child process behind."""
-    before = set(shm.ours())
+def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail if a test leaves one of our shared-memory segments or a child process behind.
+
+    Runs started by the test tag their segments with a prefix unique to it,
+    so other activity on the machine cannot confuse the check.
+    """
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv(RUN_TAG_PREFIX_ENV, prefix)
     yield
-    leaked_shm = sorted(set(shm.ours()) - before)
+    leaked_shm = shm.ours(prefix)
     children = [p for p in psutil.Process().children(recursive=True) if p.is_running()
                 and p.status() != psutil.STATUS_ZOMBIE]
     assert leaked_shm == [], f"shared memory left behind: {leaked_shm}"

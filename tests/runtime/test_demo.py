@@ -220,8 +220,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def shm_entries() -> set[str]:
-    return {name for name in os.listdir(SHM_DIR) if name.startswith("ezc_")} if os.path.isdir(SHM_DIR) else set()
+def shm_entries(prefix: str = "") -> set[str]:
+    start = f"ezc_{prefix}"
+    return {name for name in os.listdir(SHM_DIR) if name.startswith(start)} if os.path.isdir(SHM_DIR) else set()
 
 
 def parse_table(stdout: str) -> dict[str, tuple[int, float, int]]:
@@ -236,8 +237,10 @@ def parse_table(stdout: str) -> dict[str, tuple[int, float, int]]:
     return rows
 
 
-def test_demo_headless_runs_reports_and_cleans_up():
-    before = shm_entries()
+def test_demo_headless_runs_reports_and_cleans_up(monkeypatch):
+    prefix = f"t{os.getpid()}x"  # this run's segments, whatever else runs on the machine
+    monkeypatch.setenv("EZMSG_CONSOLE_RUN_TAG_PREFIX", prefix)
+    before = shm_entries(prefix)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ezmsg_console", "demo", "--headless", "--duration", "3",
          "--address", f"127.0.0.1:{free_port()}"],
@@ -267,7 +270,7 @@ def test_demo_headless_runs_reports_and_cleans_up():
     assert table["DEMO/SOURCE/OUTPUT"][0] >= 100  # about 50 chunks/s for 3 s
     assert len(workers) == 3
     assert not [p for p in workers.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert shm_entries() - before == set()
+    assert shm_entries(prefix) - before == set()
 
 
 def test_demo_without_headless_is_not_available_yet():

@@ -15,6 +15,7 @@ import pytest
 from ezmsg_console.protocol.errors import RunError
 from ezmsg_console.pubsub import shm
 from ezmsg_console.runtime import run_async
+from ezmsg_console.runtime.runner import RUN_TAG_PREFIX_ENV
 
 from ..conftest import TIMEOUT
 from .units import Broken, CollectSettings, CountSettings, Endless, FanOut, ForeverSettings, GainSettings, Pipeline
@@ -82,7 +83,7 @@ async def test_killed_worker_stops_the_run_and_its_memory_is_swept(tmp_path, cap
     system.SOURCE.apply_settings(ForeverSettings(pidfile=str(pidfile)))
 
     async def kill_source_worker() -> None:
-        while not pidfile.exists() or not shm.ours():  # running, with its ring created
+        while not pidfile.exists() or not shm.ours(os.environ[RUN_TAG_PREFIX_ENV]):  # running, with its ring created
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
         os.kill(int(pidfile.read_text()), signal.SIGKILL)
@@ -114,10 +115,10 @@ def test_sigint_to_a_running_script_exits_cleanly(tmp_path, no_leaks):
         import time
 
         deadline = time.monotonic() + TIMEOUT
-        while (len(workers()) < 2 or not shm.ours()) and time.monotonic() < deadline:
+        while (len(workers()) < 2 or not shm.ours(os.environ[RUN_TAG_PREFIX_ENV])) and time.monotonic() < deadline:
             time.sleep(0.05)
         running = workers()
-        assert len(running) == 2 and shm.ours()
+        assert len(running) == 2 and shm.ours(os.environ[RUN_TAG_PREFIX_ENV])
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=TIMEOUT * 2)
     finally:

@@ -27,11 +27,32 @@ async def test_garbage_bytes_get_an_error_and_a_close(server, make_ctx, raw_peer
 async def test_valid_msgpack_of_the_wrong_shape_after_handshake(server, raw_peer):
     raw = await raw_peer(server.address)
     assert isinstance(await raw.handshake(), m.Welcome)
-    raw.send_raw(encode_frame(msgpack.packb({"kind": "CONNECT", "request_id": 1, "from_topic": 5})))
+    raw.send_raw(encode_frame(msgpack.packb({"kind": "NOT_A_KIND", "request_id": 1})))
     reply = await raw.recv()
-    assert isinstance(reply, m.ErrorReply) and reply.code == "DECODE_ERROR"
-    assert "to_topic" in reply.message or "from_topic" in reply.message
+    assert isinstance(reply, m.ErrorReply) and reply.code == "DECODE_ERROR" and reply.request_id is None
     assert await raw.closed_by_server()
+
+
+async def test_malformed_requests_get_invalid_request_and_the_connection_stays_usable(server, raw_peer):
+    raw = await raw_peer(server.address)
+    await raw.handshake(role=m.Role.PROCESS)
+    bad = [
+        {"kind": "CONNECT", "request_id": 1, "from_topic": 5},
+        {"kind": "PROCESS_REGISTER", "request_id": 2, "pid": "x", "host": "h", "units": []},
+        {"kind": "PROCESS_UPDATE_OWNERSHIP", "request_id": 3, "added_units": "U"},
+        {"kind": "PROCESS_SETTINGS_UPDATE", "request_id": 4, "component_address": "A", "value": 7,
+         "timestamp": 1.0},
+    ]
+    for i, body in enumerate(bad, start=1):
+        raw.send_raw(encode_frame(msgpack.packb(body)))
+        reply = await raw.recv()
+        assert isinstance(reply, m.ErrorReply) and reply.request_id == i and reply.code == "INVALID_REQUEST"
+        assert body["kind"] in reply.message
+    from ezmsg_console.protocol.process import ProcessRegister
+
+    raw.send(ProcessRegister(9, 123, "host", ("SYS/U",)))  # a valid register on the same connection
+    ack = await raw.recv()
+    assert isinstance(ack, m.Ack) and ack.request_id == 9
 
 
 async def test_semantically_bad_request_keeps_the_connection(server, raw_peer):
