@@ -83,6 +83,8 @@ class PublisherLink(asyncio.Protocol):
         self.on_ack: Callable[[PublisherLink, int], None] | None = None
         self.on_lost: Callable[[PublisherLink], None] | None = None
         self.closed = False
+        self._out = bytearray()  # headers written this loop iteration, sent in one write
+        self._flush_scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -121,12 +123,24 @@ class PublisherLink(asyncio.Protocol):
             self.transport.close()
 
     def send(self, header: bytes, payload: bytes | memoryview | None = None) -> None:
+        """Queue a message header (plus inline payload). Headers published in the same
+        loop iteration leave in one write: one system call for a burst, not one each."""
         if self.transport is None or self.closed:
             return
         if payload is None:
-            self.transport.write(header)
-        else:
-            self.transport.writelines((header, payload))
+            self._out += header
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+            return
+        self.flush()
+        self.transport.writelines((header, payload))
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.closed:
+            self.transport.write(bytes(self._out))
+        self._out.clear()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -151,6 +165,8 @@ class SubscriberLink(asyncio.Protocol):
         self._buf = bytearray()
         self.shm_view: memoryview | None = None
         self.buf_size = 0
+        self._acks = bytearray()  # acknowledgements of this loop iteration, sent in one write
+        self._ack_scheduled = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,8 +219,17 @@ class SubscriberLink(asyncio.Protocol):
         del buf[:pos]
 
     def ack(self, slot: int, msg_id: int) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(ACK.pack(slot, msg_id))
+        """Acknowledge a message; acks of one loop iteration leave in one write."""
+        self._acks += ACK.pack(slot, msg_id)
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_scheduled = False
+        if self._acks and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(bytes(self._acks))
+        self._acks.clear()
 
     def close(self) -> None:
         if self.transport is not None:
