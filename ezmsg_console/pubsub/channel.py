@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from ..protocol.codec import packb, unpackb
 from ..protocol.errors import ConnectionClosed, DecodeError, RemoteProtocolError
+from .shm import Segment
 
 MSG = struct.Struct("<BxxxIQqI")
 ACK = struct.Struct("<IQ")
@@ -164,6 +165,7 @@ class SubscriberLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self.shm_view: memoryview | None = None
+        self.segment: Segment | None = None
         self.buf_size = 0
         self._acks = bytearray()  # acknowledgements of this loop iteration, sent in one write
         self._ack_scheduled = False
@@ -183,6 +185,12 @@ class SubscriberLink(asyncio.Protocol):
                 self.close()
                 return
             if reply is None:
+                return
+            try:
+                self._attach_ring(reply)
+            except OSError as exc:
+                self.ready.set_exception(exc)
+                self.close()
                 return
             self.ready.set_result(reply)
             data = rest
@@ -217,6 +225,20 @@ class SubscriberLink(asyncio.Protocol):
             raise
         view.release()
         del buf[:pos]
+
+    def _attach_ring(self, reply: dict[str, Any]) -> None:
+        """Map the publisher's ring before reading on: its first messages may share this read."""
+        name = reply.get("shm_name")
+        if reply.get("ok") and isinstance(name, str) and name:
+            self.segment = Segment(name, 0, create=False)
+            self.shm_view = self.segment.buf
+            self.buf_size = int(reply["buf_size"])
+
+    def release_ring(self) -> None:
+        self.shm_view = None
+        if self.segment is not None:
+            self.segment.close()
+            self.segment = None
 
     def ack(self, slot: int, msg_id: int) -> None:
         """Acknowledge a message; acks of one loop iteration leave in one write."""

@@ -27,7 +27,6 @@ from ..protocol.errors import ConsoleError, DecodeError
 from ..protocol.graph import PublisherInfo, SubscriberInfo
 from . import payload
 from .channel import KIND_SHM, SubscriberLink
-from .shm import Segment
 
 if TYPE_CHECKING:
     from .host import EndpointHost
@@ -103,16 +102,13 @@ class Delivery:
 
 
 class _RemoteSource:
-    def __init__(self, link: SubscriberLink, segment: Segment | None, channel: str) -> None:
+    def __init__(self, link: SubscriberLink, channel: str) -> None:
         self.link = link
-        self.segment = segment
         self.channel = channel
 
     def close(self) -> None:
         self.link.close()
-        if self.segment is not None:
-            self.link.shm_view = None
-            self.segment.close()
+        self.link.release_ring()
 
 
 class Subscriber:
@@ -256,13 +252,7 @@ class Subscriber:
         if not reply.get("ok"):
             link.close()
             raise ConsoleError(f"publisher refused the link: {reply.get('error')}")
-        segment = None
-        shm_name = reply.get("shm_name")
-        if isinstance(shm_name, str) and shm_name:
-            segment = Segment(shm_name, 0, create=False)
-            link.buf_size = int(reply["buf_size"])
-            link.shm_view = segment.buf
-        source = _RemoteSource(link, segment, "SHM" if segment is not None else "TCP")
+        source = _RemoteSource(link, "SHM" if link.segment is not None else "TCP")
         self._sources[info.pub_id] = source
         link.closed.add_done_callback(lambda _f, pid=info.pub_id, src=source: self._link_closed(pid, src))
 
@@ -270,9 +260,7 @@ class Subscriber:
         if self._sources.get(pub_id) is source:
             del self._sources[pub_id]
             self._routes_changed.set()
-            if source.segment is not None:
-                source.link.shm_view = None
-                source.segment.close()
+            source.link.release_ring()
 
     def publisher_gone(self, publisher: Publisher) -> None:
         """A same-process publisher closed."""

@@ -110,7 +110,7 @@ class SettingsOps:
             raise InvalidRequest("UPDATE_SETTINGS needs a payload {'value': {field: value, ...}}")
         schema = self.schemas[msg.unit_address]
         current = to_plain(runner.unit.settings_value)
-        checked: dict[str, Any] = {}
+        checked: dict[str, Any] = dict(current)  # a field left out keeps its current value
         for name, value in payload["value"].items():
             field = schema.field(name)
             if field is None:
