@@ -37,38 +37,28 @@ class TopologyStore:
     def has_edge(self, from_topic: str, to_topic: str) -> bool:
         return (from_topic, to_topic) in self._owners
 
-    def reaches(self, start: str, target: str) -> bool:
-        """Whether ``target`` is reachable from ``start`` along edges."""
-        stack, seen = [start], {start}
+    @staticmethod
+    def _closure(topic: str, index: dict[str, set[str]]) -> set[str]:
+        """Every node reachable from ``topic`` through ``index`` (not including itself)."""
+        stack, seen = [topic], set()
         while stack:
-            node = stack.pop()
-            if node == target:
-                return True
-            for nxt in self._down.get(node, ()):
+            for nxt in index.get(stack.pop(), ()):
                 if nxt not in seen:
                     seen.add(nxt)
                     stack.append(nxt)
-        return False
+        return seen
+
+    def reaches(self, start: str, target: str) -> bool:
+        """Whether ``target`` is reachable from ``start`` along edges."""
+        return start == target or target in self._closure(start, self._down)
 
     def downstream(self, topic: str) -> set[str]:
         """Every topic reachable from ``topic`` (not including itself)."""
-        stack, seen = [topic], set()
-        while stack:
-            for nxt in self._down.get(stack.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return seen
+        return self._closure(topic, self._down)
 
     def upstream(self, topic: str) -> set[str]:
         """Every topic from which ``topic`` is reachable (not including itself)."""
-        stack, seen = [topic], set()
-        while stack:
-            for prev in self._up.get(stack.pop(), ()):
-                if prev not in seen:
-                    seen.add(prev)
-                    stack.append(prev)
-        return seen
+        return self._closure(topic, self._up)
 
     def graph(self) -> dict[str, tuple[str, ...]]:
         """Node -> sorted downstream neighbours, for every edge endpoint."""
