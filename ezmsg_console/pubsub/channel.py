@@ -46,6 +46,51 @@ def hello_frame(obj: dict[str, Any]) -> bytes:
     return FRAME.pack(len(body)) + body
 
 
+BATCH = 8
+"""Frames gathered before a write when many are sent in one loop turn."""
+
+
+class _Coalescer:
+    """Writes small frames (message headers, acknowledgements) to a transport.
+
+    The first frame of a loop turn is written at once (no added latency);
+    further frames in the same turn are gathered and written every
+    :data:`BATCH` frames and at the end of the turn, so a burst costs a few
+    system calls instead of one per message, while the peer keeps working in
+    parallel on what has already been sent.
+    """
+
+    __slots__ = ("transport", "_buf", "_count", "_in_turn")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._buf = bytearray()
+        self._count = 0
+        self._in_turn = False
+
+    def put(self, frame: bytes) -> None:
+        if not self._in_turn:
+            self._in_turn = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+            self.transport.write(frame)
+            return
+        self._buf += frame
+        self._count += 1
+        if self._count >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            if not self.transport.is_closing():
+                self.transport.write(bytes(self._buf))
+            self._buf.clear()
+        self._count = 0
+
+    def _end_turn(self) -> None:
+        self._in_turn = False
+        self.flush()
+
+
 class _FrameReader:
     """Collects one length-prefixed msgpack frame (the hello exchange)."""
 
@@ -84,11 +129,19 @@ class PublisherLink(asyncio.Protocol):
         self.on_ack: Callable[[PublisherLink, int], None] | None = None
         self.on_lost: Callable[[PublisherLink], None] | None = None
         self.closed = False
-        self._out = bytearray()  # headers written this loop iteration, sent in one write
-        self._flush_scheduled = False
+        self._headers: _Coalescer | None = None
+        self.writable = asyncio.Event()  # cleared while the transport's buffer is over its limit
+        self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._headers = _Coalescer(self.transport)  # type: ignore[arg-type]
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def data_received(self, data: bytes) -> None:
         if self._hello is not None:
@@ -124,31 +177,27 @@ class PublisherLink(asyncio.Protocol):
             self.transport.close()
 
     def send(self, header: bytes, payload: bytes | memoryview | None = None) -> None:
-        """Queue a message header (plus inline payload). Headers published in the same
-        loop iteration leave in one write: one system call for a burst, not one each."""
-        if self.transport is None or self.closed:
+        """Send a message header (plus an inline payload). Headers of a burst are
+        coalesced (see :class:`_Coalescer`); inline messages go out at once."""
+        if self.transport is None or self.closed or self._headers is None:
             return
         if payload is None:
-            self._out += header
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self.flush)
+            self._headers.put(header)
             return
-        self.flush()
-        self.transport.writelines((header, payload))
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        if self._out and self.transport is not None and not self.closed:
-            self.transport.write(bytes(self._out))
-        self._out.clear()
+        self._headers.flush()
+        self.transport.write(header)
+        if payload is not None:
+            self.transport.write(payload)
 
     def close(self) -> None:
         if self.transport is not None:
+            if self._headers is not None:
+                self._headers.flush()  # what was sent must still arrive
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.writable.set()  # nobody may wait on a link that is gone
         if self.on_lost is not None:
             self.on_lost(self)
 
@@ -167,12 +216,12 @@ class SubscriberLink(asyncio.Protocol):
         self.shm_view: memoryview | None = None
         self.segment: Segment | None = None
         self.buf_size = 0
-        self._acks = bytearray()  # acknowledgements of this loop iteration, sent in one write
-        self._ack_scheduled = False
+        self._acks: _Coalescer | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._acks = _Coalescer(self.transport)  # type: ignore[arg-type]
         self.transport.write(hello_frame(self._hello_obj))
 
     def data_received(self, data: bytes) -> None:
@@ -241,17 +290,9 @@ class SubscriberLink(asyncio.Protocol):
             self.segment = None
 
     def ack(self, slot: int, msg_id: int) -> None:
-        """Acknowledge a message; acks of one loop iteration leave in one write."""
-        self._acks += ACK.pack(slot, msg_id)
-        if not self._ack_scheduled:
-            self._ack_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        self._ack_scheduled = False
-        if self._acks and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(bytes(self._acks))
-        self._acks.clear()
+        """Acknowledge a message (coalesced with others of the same loop turn)."""
+        if self._acks is not None and self.transport is not None and not self.transport.is_closing():
+            self._acks.put(ACK.pack(slot, msg_id))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -43,6 +43,7 @@ nothing but :class:`DecodeError`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import struct
 import typing
@@ -118,18 +119,36 @@ def _array_parts(arr: np.ndarray, index: int | None) -> tuple[bytes, memoryview]
         raise LocalProtocolError(f"numpy arrays of dtype {dt!r} cannot be sent")
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)  # one extra copy for strided / Fortran-ordered input
-    ds = dt.str.encode("ascii")
-    n, ndim = len(ds), arr.ndim
-    if index is None:
-        meta = struct.pack(f"<IBB{n}sB{ndim}Q", 2 + n + 8 * ndim, TAG_NDARRAY, n, ds, ndim, *arr.shape)
-    else:
-        meta = struct.pack(f"<IB{n}sB{ndim}Q", index, n, ds, ndim, *arr.shape)
+    meta = _array_meta(dt.str, arr.shape, index)
     if arr.size == 0:
         return meta, memoryview(b"")
     try:
         return meta, memoryview(arr).cast("B")
     except (TypeError, ValueError):  # dtypes without a buffer format (datetime64, ...)
         return meta, memoryview(arr.reshape(-1).view(np.uint8))
+
+
+@functools.lru_cache(maxsize=512)
+def _array_meta(dtype_str: str, shape: tuple[int, ...], index: int | None) -> bytes:
+    """ARRAY_META bytes (a pure function of its arguments, memoized: streams repeat
+    the same dtype and shape message after message)."""
+    ds = dtype_str.encode("ascii")
+    n, ndim = len(ds), len(shape)
+    if index is None:
+        return struct.pack(f"<IBB{n}sB{ndim}Q", 2 + n + 8 * ndim, TAG_NDARRAY, n, ds, ndim, *shape)
+    return struct.pack(f"<IB{n}sB{ndim}Q", index, n, ds, ndim, *shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_dtype(ds: str) -> np.dtype | None:
+    """The dtype a received dtype string names, or None if it is not acceptable (memoized)."""
+    try:
+        dtype = np.dtype(ds) if _DTYPE_RE.match(ds) else None
+    except Exception:  # noqa: BLE001 - numpy raises several types for bad dtype strings
+        return None
+    if dtype is None or dtype.str != ds or dtype.hasobject or dtype.itemsize == 0:
+        return None
+    return dtype
 
 
 def _flat_bytes(obj: bytes | bytearray | memoryview) -> memoryview:
@@ -273,11 +292,8 @@ def _parse_meta(mv: memoryview, pos: int, end: int) -> tuple[np.dtype, tuple[int
     if ndim > _MAX_NDIM or pos + 8 * ndim > end:
         raise DecodeError("bad or truncated array shape")
     shape = _SHAPES[ndim].unpack_from(mv, pos)
-    try:
-        dtype = np.dtype(ds) if _DTYPE_RE.match(ds) else None
-    except Exception:  # noqa: BLE001 - numpy raises several types for bad dtype strings
-        dtype = None
-    if dtype is None or dtype.str != ds or dtype.hasobject or dtype.itemsize == 0:
+    dtype = _checked_dtype(ds)
+    if dtype is None:
         raise DecodeError(f"bad array dtype {ds!r}")
     size = dtype.itemsize
     for dim in shape:
