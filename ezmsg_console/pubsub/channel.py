@@ -289,10 +289,15 @@ class SubscriberLink(asyncio.Protocol):
             self.segment.close()
             self.segment = None
 
-    def ack(self, slot: int, msg_id: int) -> None:
-        """Acknowledge a message (coalesced with others of the same loop turn)."""
+    def ack(self, slot: int, msg_id: int, big: bool = False) -> None:
+        """Acknowledge a message (coalesced with others of the same loop turn, except
+        for big ones: their slot is worth handing back while it is still in cache)."""
         if self._acks is not None and self.transport is not None and not self.transport.is_closing():
-            self._acks.put(ACK.pack(slot, msg_id))
+            if big:
+                self._acks.flush()
+                self.transport.write(ACK.pack(slot, msg_id))
+            else:
+                self._acks.put(ACK.pack(slot, msg_id))
 
     def close(self) -> None:
         if self.transport is not None:

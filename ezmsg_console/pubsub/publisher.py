@@ -26,6 +26,9 @@ from .shm import Segment, new_name
 if TYPE_CHECKING:
     from .subscriber import Subscriber
 
+YIELD_BYTES = 16 * 1024 * 1024
+"""After sending this many payload bytes, broadcast yields once to the event loop."""
+
 PublishHook = Callable[["Publisher", int, int, int], None]
 """Called as hook(publisher, msg_id, encoded_bytes, backpressure_wait_ns) after each send."""
 
@@ -57,6 +60,7 @@ class Publisher:
         self.local: list[Subscriber] = []
         self.msg_id = 0
         self.bytes_sent = 0  # encoded size, once per message that left the process
+        self._since_yield = 0
         self.closed = False
         self.hook: PublishHook | None = None
 
@@ -172,6 +176,12 @@ class Publisher:
                 sub.deliver_local(view, self, slot, msg_id, now)
         if self.hook is not None:
             self.hook(self, msg_id, nbytes, waited)
+        self._since_yield += nbytes
+        if self._since_yield >= YIELD_BYTES:
+            # Let acknowledgements in every few MiB: the slots they free are reused
+            # while still in cache, instead of the copies cycling through the whole ring.
+            self._since_yield = 0
+            await asyncio.sleep(0)
 
     def release_local(self, slot: int) -> None:
         """A same-process subscriber is done with the message in ``slot``."""

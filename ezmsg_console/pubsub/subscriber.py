@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINK_TIMEOUT = 5.0
+BIG_MESSAGE = 64 * 1024
 ReceiveHook = Callable[["Subscriber", "Delivery", int], None]
 """Called as hook(subscriber, delivery, payload_bytes) for each message received."""
 
@@ -50,7 +51,7 @@ class Delivery:
     overwritten underneath its holder.
     """
 
-    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked", "_anchor", "_owner")
+    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked", "_anchor", "_owner", "big")
 
     def __init__(self, msg: Any, source: Any, slot: int, msg_id: int, publish_ns: int, channel: str,
                  anchor: Any = None, owner: Subscriber | None = None) -> None:
@@ -63,6 +64,7 @@ class Delivery:
         self._acked = False
         self._anchor = anchor
         self._owner = owner
+        self.big = False  # a large shared-memory message: acknowledged without coalescing
 
     def done(self, *, kept: bool = False) -> None:
         """Finished with the message: the publisher may reuse its slot (idempotent).
@@ -96,7 +98,7 @@ class Delivery:
     def _ack(self) -> None:
         source = self._source
         if isinstance(source, SubscriberLink):
-            source.ack(self.slot, self.msg_id)
+            source.ack(self.slot, self.msg_id, self.big)
         else:
             source.release_local(self.slot)
 
@@ -163,7 +165,9 @@ class Subscriber:
             link.ack(slot, msg_id)
             return
         channel = "SHM" if kind == KIND_SHM else "TCP"
-        self._push(Delivery(msg, link, slot, msg_id, publish_ns, channel, anchor, self), len(body))
+        delivery = Delivery(msg, link, slot, msg_id, publish_ns, channel, anchor, self)
+        delivery.big = len(body) >= BIG_MESSAGE
+        self._push(delivery, len(body))
 
     def deliver_local(self, msg: Any, publisher: Publisher, slot: int, msg_id: int, publish_ns: int) -> None:
         self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL"), 0)
