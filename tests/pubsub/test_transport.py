@@ -203,3 +203,35 @@ async def test_subscriber_host_going_away_releases_the_publisher(make_host):
     await sub._host.close()  # noqa: SLF001 - the subscriber's process goes away
     await asyncio.wait_for(pub.broadcast(np.array([3])), TIMEOUT)  # no deadlock
     assert await pub.drain(TIMEOUT)
+
+
+async def test_first_message_in_the_same_read_as_the_link_reply(make_host):
+    """Regression: the ring must be mapped before the rest of the reply's read is parsed."""
+    from ezmsg_console.pubsub.channel import KIND_SHM, MSG, SubscriberLink, hello_frame
+    from ezmsg_console.pubsub.shm import Segment, new_name
+
+    seen = []
+
+    class Transport(asyncio.Transport):
+        def write(self, data):  # noqa: D401 - a stand-in socket
+            pass
+
+        def close(self):
+            pass
+
+        def is_closing(self):
+            return False
+
+    ring = Segment(new_name("test"), 4096, create=True)
+    try:
+        ring.buf[:4] = b"\x01\x02\x03\x04"
+        link = SubscriberLink({"pub_id": "p", "sub_id": "s", "shm": True},
+                              lambda _l, kind, slot, msg_id, ns, body: seen.append(bytes(body)))
+        link.connection_made(Transport())
+        link.data_received(hello_frame({"ok": True, "shm_name": ring.name, "buf_size": 4096})
+                           + MSG.pack(KIND_SHM, 0, 1, 0, 4))
+        assert (await asyncio.wait_for(link.ready, TIMEOUT))["ok"]
+        assert seen == [b"\x01\x02\x03\x04"]
+        link.release_ring()
+    finally:
+        ring.close()

@@ -3,7 +3,7 @@
 One module-scoped run of ``tunable.Rig`` (three worker processes, a GraphServer
 in a background thread) serves most tests; they read the current state from
 the server rather than assuming what an earlier test left. The kill test and
-the read-only bug test start their own runs.
+the read-only test start their own runs.
 """
 
 from __future__ import annotations
@@ -110,12 +110,7 @@ async def open_output(address: Any) -> tuple[EndpointHost, ClientConnection, Sub
     """An endpoint host in this process, subscribed (leaky) to RIG/TUNE/OUTPUT."""
     conn = await ClientConnection.open(address, role=m.Role.PROCESS, name="test-output", token=None,
                                        timeout=TIMEOUT)
-    host = EndpointHost(conn)
-    # Link over TCP, not shared memory: a subscriber joining a publisher that is already
-    # publishing can lose its shared-memory link ("shared-memory message on a link without
-    # a ring", pubsub/channel.py SubscriberLink.data_received), a data-plane race these
-    # settings tests are not about.
-    host.host_id = f"{host.host_id}:settings-edit-tests"
+    host = EndpointHost(conn)  # joins a publisher that is already publishing, over shared memory
     await host.start()
     sub = await host.subscriber(f"{TUNE}/OUTPUT", leaky=True, max_queue=4)
     await sub.wait_for_publishers(1, TIMEOUT)
