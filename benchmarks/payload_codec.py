@@ -34,6 +34,7 @@ from typing import Any, Callable
 import msgpack
 import numpy as np
 
+from benchlib import cpu_model
 from ezmsg_console.pubsub.payload import decode, encode, write_into
 
 
@@ -51,17 +52,6 @@ def per_call_us(fn: Callable[[], Any], budget_s: float, batches: int = 5) -> flo
             fn()
         results.append((time.perf_counter() - t0) / calls * 1e6)
     return statistics.median(results)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -64,44 +64,32 @@ import asyncio
 import json
 import os
 import platform
-import queue
 import resource
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from typing import Any
+
+from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, spawn
+
+
+def sweep_run(run_tag: str) -> None:
+    """Remove this run's shared memory (a child whose parent died)."""
+    from ezmsg_console.pubsub import shm
+
+    shm.sweep(run_tag)
 
 HEADER = struct.Struct("<QQQ")  # send_time_ns, seq, phase
 PH_WARM, PH_TPUT, PH_PWARM, PH_PACED, PH_STOP = range(5)
 NUM_BUFFERS = 32
 DEFAULT_BUF_SIZE = 2**16
-KIB, MIB = 1024, 1024 * 1024
 UPSTREAM_PYTHON = "/work/ezmsg-venv/bin/python"
 UPSTREAM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream_ezmsg_pubsub.py")
 PROFILE_ENV = "EZC_PUBSUB_PROFILE"
 RUN_TAG_ENV = "EZMSG_CONSOLE_RUN_TAG"  # same name as ezmsg_console.pubsub.host.RUN_TAG_ENV
-
-
-def label(nbytes: int) -> str:
-    if nbytes >= MIB and nbytes % MIB == 0:
-        return f"{nbytes // MIB} MiB"
-    if nbytes >= KIB and nbytes % KIB == 0:
-        return f"{nbytes // KIB} KiB"
-    return f"{nbytes} B"
-
-
-def pct(samples: list[int], q: float) -> float | None:
-    """Nearest-rank percentile in us of ns samples (the same rule as the upstream script)."""
-    if not samples:
-        return None
-    s = sorted(samples)
-    idx = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
-    return s[idx] / 1000.0
 
 
 # --------------------------------------------------------------------------- child side
@@ -120,36 +108,6 @@ def cpu_sample_every(payload: int) -> int:
     """Messages between samples of current_cpu() in the throughput phase (~one per 64 MiB sent,
     at most every 512 messages): reading /proc costs ~35 us, which must not weigh on big messages."""
     return max(1, min(512, (64 << 20) // max(1, payload)))
-
-
-def emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-class StdinControl:
-    """Reads commands from the parent; EOF on stdin (parent gone) ends the process."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, run_tag: str) -> None:
-        self.loop = loop
-        self.run_tag = run_tag
-        self.go = asyncio.Event()
-        self.finished = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        for line in sys.stdin:
-            if line.strip() == "go":
-                self.loop.call_soon_threadsafe(self.go.set)
-        if not self.finished:
-            # Parent closed our stdin early (it died or gave up): no orphan, and no segment of
-            # this run left behind (the whole run is ending, so sweeping its tag is safe).
-            try:
-                from ezmsg_console.pubsub import shm
-
-                shm.sweep(self.run_tag)
-            finally:
-                os._exit(3)
 
 
 class Profiler:
@@ -192,7 +150,7 @@ async def open_host(cfg: dict, name: str):
 async def publisher_main(cfg: dict) -> None:
     import numpy as np
 
-    ctl = StdinControl(asyncio.get_running_loop(), cfg["run_tag"])
+    ctl = StdinControl(asyncio.get_running_loop(), on_orphan=lambda: sweep_run(cfg["run_tag"]))
     payload = cfg["payload"]
     shm = cfg["channel"] == "shm"
     buf_size = max(DEFAULT_BUF_SIZE, payload + 4096) if shm else DEFAULT_BUF_SIZE
@@ -274,7 +232,7 @@ async def publisher_main(cfg: dict) -> None:
 
 
 async def subscriber_main(cfg: dict) -> None:
-    ctl = StdinControl(asyncio.get_running_loop(), cfg["run_tag"])
+    ctl = StdinControl(asyncio.get_running_loop(), on_orphan=lambda: sweep_run(cfg["run_tag"]))
     conn, host = await open_host(cfg, f"bench-sub{cfg['sub_index']}")
     try:
         sub = await host.subscriber(cfg["topic"], zero_copy=True)
@@ -349,22 +307,6 @@ def child_main(role: str, cfg_json: str) -> None:
 # -------------------------------------------------------------------------- parent side
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    lines: "queue.Queue[dict | None]"
-    errfile: Any
-
-    def stderr_tail(self, n: int = 3000) -> str:
-        try:
-            self.errfile.flush()
-            self.errfile.seek(0)
-            return self.errfile.read()[-n:]
-        except Exception:
-            return ""
-
-
 ALL_CHILDREN: list[Child] = []
 STOPPING: list[int] = []  # signals received by the orchestrator
 
@@ -377,67 +319,6 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-def spawn(name: str, role: str, cfg: dict) -> Child:
-    errfile = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--role", role, "--cfg", json.dumps(cfg)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1,
-    )
-    lines: "queue.Queue[dict | None]" = queue.Queue()
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    lines.put(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
-        lines.put(None)
-
-    threading.Thread(target=reader, daemon=True).start()
-    child = Child(name, proc, lines, errfile)
-    ALL_CHILDREN.append(child)
-    return child
-
-
-def expect(child: Child, event: str, timeout: float) -> dict:
-    try:
-        msg = child.lines.get(timeout=timeout)
-    except queue.Empty:
-        raise RuntimeError(f"{child.name}: no '{event}' within {timeout:.0f}s\n{child.stderr_tail()}") from None
-    if msg is None or msg.get("event") != event:
-        raise RuntimeError(f"{child.name}: expected '{event}', got {msg!r}\n{child.stderr_tail()}")
-    return msg
-
-
-def reap(children: list[Child], timeout: float) -> list[str]:
-    """Wait for children to exit; kill any that do not. Returns problems seen."""
-    problems = []
-    deadline = time.monotonic() + timeout
-    for c in children:
-        try:
-            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            c.proc.kill()
-            c.proc.wait()
-            problems.append(f"{c.name} did not exit by itself (killed)")
-    for c in children:
-        tail = c.stderr_tail(1500).strip()
-        if c.proc.returncode != 0:
-            problems.append(f"{c.name} exited with {c.proc.returncode}" + (f": ...{tail[-600:]}" if tail else ""))
-        elif tail:
-            problems.append(f"{c.name} wrote to stderr: ...{tail[-600:]}")
-        if c.proc.stdin:
-            try:
-                c.proc.stdin.close()
-            except OSError:
-                pass
-        c.errfile.close()
-    return problems
-
-
 def run_case(graph: tuple[str, int], run_tag: str, workload: str, channel: str, payload: int, nsubs: int,
              params: dict, idx: int) -> dict:
     case = f"{workload}-{channel}-{label(payload).replace(' ', '')}"
@@ -448,10 +329,11 @@ def run_case(graph: tuple[str, int], run_tag: str, workload: str, channel: str, 
     problems: list[str] = []
     other = OtherLoad()
     try:
-        pub = spawn(f"{case} publisher", "pub", cfg)
+        pub = spawn(__file__, f"{case} publisher", "pub", cfg, ALL_CHILDREN)
         children.append(pub)
         expect(pub, "ready", 60)
-        subs = [spawn(f"{case} subscriber{i}", "sub", dict(cfg, sub_index=i)) for i in range(nsubs)]
+        subs = [spawn(__file__, f"{case} subscriber{i}", "sub", dict(cfg, sub_index=i), ALL_CHILDREN)
+                for i in range(nsubs)]
         children.extend(subs)
         for s in subs:
             expect(s, "ready", 60)
@@ -648,17 +530,6 @@ def target_checks(ours: list[dict], theirs: dict[tuple, dict]) -> None:
     check("1 MiB MB/s, ours / ezmsg", ("p2p", "shm", MIB), "mb_per_s", "mb_per_s", False, 2.0)
     check("64 B paced p50, ezmsg / ours (ours <= half)", ("p2p", "shm", 64), "p50_us", "p50_us", True, 2.0)
     check("1 MiB paced p50, ezmsg / ours", ("p2p", "shm", MIB), "p50_us", "p50_us", True, None)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def loadavg() -> str:

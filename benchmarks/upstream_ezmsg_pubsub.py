@@ -58,14 +58,10 @@ import asyncio
 import json
 import os
 import platform
-import queue
 import signal
 import struct
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 
 # Quieten ezmsg before it is imported (here and, through the environment, in children).
 os.environ.setdefault("EZMSG_LOGLEVEL", "WARNING")
@@ -75,53 +71,15 @@ import numpy as np  # noqa: E402
 
 import ezmsg.core as ez  # noqa: E402
 from ezmsg.core.graphserver import GraphServer  # noqa: E402
+from benchlib import KIB, MIB, Child, StdinControl, emit, expect, label, pct, reap, spawn  # noqa: E402
 
 HEADER = struct.Struct("<QQQ")  # send_time_ns, seq, phase
 PH_WARM, PH_TPUT, PH_PWARM, PH_PACED, PH_STOP = range(5)
 NUM_BUFFERS = 32  # ezmsg default
 DEFAULT_BUF_SIZE = 2**16  # ezmsg's default SHM slot size (DEFAULT_SHM_SIZE)
-KIB, MIB = 1024, 1024 * 1024
-
-
-def label(nbytes: int) -> str:
-    if nbytes >= MIB and nbytes % MIB == 0:
-        return f"{nbytes // MIB} MiB"
-    if nbytes >= KIB and nbytes % KIB == 0:
-        return f"{nbytes // KIB} KiB"
-    return f"{nbytes} B"
-
-
-def pct(samples: list[int], q: float) -> float | None:
-    if not samples:
-        return None
-    s = sorted(samples)
-    idx = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
-    return s[idx] / 1000.0  # ns -> us
 
 
 # --------------------------------------------------------------------------- child side
-
-
-def emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-class StdinControl:
-    """Reads commands from the parent; EOF on stdin (parent gone) ends the process."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.go = asyncio.Event()
-        self.finished = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        for line in sys.stdin:
-            if line.strip() == "go":
-                self.loop.call_soon_threadsafe(self.go.set)
-        if not self.finished:
-            os._exit(3)  # parent closed our stdin early (it died or gave up): no orphan
 
 
 async def publisher_main(cfg: dict) -> None:
@@ -261,88 +219,15 @@ def child_main(role: str, cfg_json: str) -> None:
 # -------------------------------------------------------------------------- parent side
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen
-    lines: "queue.Queue[dict | None]"
-    errfile: object
-
-    def stderr_tail(self, n: int = 2000) -> str:
-        try:
-            self.errfile.flush()
-            self.errfile.seek(0)
-            return self.errfile.read()[-n:]
-        except Exception:
-            return ""
-
-
-def spawn(name: str, role: str, cfg: dict) -> Child:
-    import tempfile
-
-    errfile = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--role", role, "--cfg", json.dumps(cfg)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=errfile,
-        text=True,
-        bufsize=1,
-    )
-    lines: "queue.Queue[dict | None]" = queue.Queue()
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    lines.put(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
-        lines.put(None)
-
-    threading.Thread(target=reader, daemon=True).start()
-    return Child(name, proc, lines, errfile)
-
-
-def expect(child: Child, event: str, timeout: float) -> dict:
-    try:
-        msg = child.lines.get(timeout=timeout)
-    except queue.Empty:
-        raise RuntimeError(f"{child.name}: no '{event}' within {timeout:.0f}s\n{child.stderr_tail()}")
-    if msg is None or msg.get("event") != event:
-        raise RuntimeError(f"{child.name}: expected '{event}', got {msg!r}\n{child.stderr_tail()}")
-    return msg
-
-
-def reap(children: list[Child], timeout: float) -> None:
-    """Wait for children to exit; kill any that do not. Never leaves a process behind."""
-    deadline = time.monotonic() + timeout
-    for c in children:
-        try:
-            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            c.proc.kill()
-            c.proc.wait()
-    for c in children:
-        if c.proc.stdin:
-            try:
-                c.proc.stdin.close()
-            except OSError:
-                pass
-        c.errfile.close()
-
-
 def run_case(graph: tuple[str, int], workload: str, channel: str, payload: int, nsubs: int, params: dict, idx: int) -> dict:
     cfg = dict(params, graph=list(graph), topic=f"/bench/{idx}/{workload}/{channel}/{payload}", payload=payload, nsubs=nsubs, channel=channel)
     children: list[Child] = []
     ok = False
     try:
-        pub = spawn("publisher", "pub", cfg)
+        pub = spawn(__file__, "publisher", "pub", cfg)
         children.append(pub)
         expect(pub, "ready", 60)
-        subs = [spawn(f"subscriber{i}", "sub", cfg) for i in range(nsubs)]
+        subs = [spawn(__file__, f"subscriber{i}", "sub", cfg) for i in range(nsubs)]
         children.extend(subs)
         for s in subs:
             expect(s, "ready", 60)

@@ -1,0 +1,162 @@
+"""Helpers shared by the benchmark scripts: standard library only.
+
+``upstream_ezmsg_pubsub.py`` runs in a separate virtual environment without
+ezmsg_console, so nothing here may import the package (or numpy).
+Child processes: the parent starts a script's ``--role`` child with
+:func:`spawn`, reads its JSON event lines with :func:`expect`, tells it
+``go`` on stdin, and :func:`reap` s it; a child whose stdin closes early
+(the parent died) exits at once, so no benchmark process is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+def pct(samples: list[int], q: float) -> float | None:
+    """Nearest-rank percentile, in us, of samples in ns."""
+    if not samples:
+        return None
+    s = sorted(samples)
+    idx = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
+    return s[idx] / 1000.0
+
+
+def label(nbytes: int) -> str:
+    if nbytes >= MIB and nbytes % MIB == 0:
+        return f"{nbytes // MIB} MiB"
+    if nbytes >= KIB and nbytes % KIB == 0:
+        return f"{nbytes // KIB} KiB"
+    return f"{nbytes} B"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def emit(obj: dict) -> None:
+    """A child's event line to the parent."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class StdinControl:
+    """In a child: reads the parent's commands; EOF on stdin (parent gone) ends the process,
+    after ``on_orphan`` (e.g. removing the run's shared memory)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_orphan: Callable[[], Any] | None = None) -> None:
+        self.loop = loop
+        self.on_orphan = on_orphan
+        self.go = asyncio.Event()
+        self.finished = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        for line in sys.stdin:
+            if line.strip() == "go":
+                self.loop.call_soon_threadsafe(self.go.set)
+        if not self.finished:
+            try:
+                if self.on_orphan is not None:
+                    self.on_orphan()
+            finally:
+                os._exit(3)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    lines: "queue.Queue[dict | None]"
+    errfile: Any
+
+    def stderr_tail(self, n: int = 3000) -> str:
+        try:
+            self.errfile.flush()
+            self.errfile.seek(0)
+            return self.errfile.read()[-n:]
+        except Exception:
+            return ""
+
+
+def spawn(script: str, name: str, role: str, cfg: dict, registry: list[Child] | None = None) -> Child:
+    """Start ``script --role ROLE --cfg JSON`` with this interpreter; its JSON lines go to ``lines``."""
+    errfile = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(script), "--role", role, "--cfg", json.dumps(cfg)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1,
+    )
+    lines: "queue.Queue[dict | None]" = queue.Queue()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    lines.put(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+        lines.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    child = Child(name, proc, lines, errfile)
+    if registry is not None:
+        registry.append(child)
+    return child
+
+
+def expect(child: Child, event: str, timeout: float) -> dict:
+    try:
+        msg = child.lines.get(timeout=timeout)
+    except queue.Empty:
+        raise RuntimeError(f"{child.name}: no '{event}' within {timeout:.0f}s\n{child.stderr_tail()}") from None
+    if msg is None or msg.get("event") != event:
+        raise RuntimeError(f"{child.name}: expected '{event}', got {msg!r}\n{child.stderr_tail()}")
+    return msg
+
+
+def reap(children: list[Child], timeout: float) -> list[str]:
+    """Wait for children to exit; kill any that do not. Returns the problems seen."""
+    problems = []
+    deadline = time.monotonic() + timeout
+    for c in children:
+        try:
+            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()
+            problems.append(f"{c.name} did not exit by itself (killed)")
+    for c in children:
+        tail = c.stderr_tail(1500).strip()
+        if c.proc.returncode != 0:
+            problems.append(f"{c.name} exited with {c.proc.returncode}" + (f": ...{tail[-600:]}" if tail else ""))
+        elif tail:
+            problems.append(f"{c.name} wrote to stderr: ...{tail[-600:]}")
+        if c.proc.stdin:
+            try:
+                c.proc.stdin.close()
+            except OSError:
+                pass
+        c.errfile.close()
+    return problems
