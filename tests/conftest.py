@@ -28,6 +28,19 @@ TIMEOUT = 10.0
 """The one deadline every test wait derives from."""
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (for a server the test starts by address)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_address() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
 @pytest.fixture(autouse=True)
 def _no_env_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose their own addresses and tokens."""

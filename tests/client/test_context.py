@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -11,13 +10,7 @@ from ezmsg_console.client import GraphContext
 from ezmsg_console.protocol.errors import ConnectionClosed, RequestTimeout, ServerUnreachable
 from ezmsg_console.server import GraphServer
 
-from ..conftest import TIMEOUT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ..conftest import TIMEOUT, free_port
 
 
 async def test_unreachable_server_names_the_address_and_the_fix():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from ezmsg_console.runtime.demo import (
     design_butterworth,
     output_topics,
 )
+
+from ..conftest import free_port
 
 FS = 1000.0
 SHM_DIR = "/dev/shm"
@@ -213,12 +214,6 @@ def test_pipeline_runs_in_three_processes():
 
 
 # -- the command, for real -----------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def shm_entries(prefix: str = "") -> set[str]:
     start = f"ezc_{prefix}"

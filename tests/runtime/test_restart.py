@@ -5,20 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 
 from ezmsg_console.client import GraphContext
 from ezmsg_console.protocol.errors import ConsoleError
 from ezmsg_console.runtime.runner import Runner
 
-from ..conftest import TIMEOUT
+from ..conftest import TIMEOUT, free_port
 from .units import CollectSettings, CountSettings, GainSettings, Pipeline
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_workers_rejoin_a_restarted_server_without_losing_data(no_leaks, tmp_path, serve_process):

@@ -17,18 +17,10 @@ from ezmsg_console.pubsub import shm
 from ezmsg_console.runtime import run_async
 from ezmsg_console.runtime.runner import RUN_TAG_PREFIX_ENV
 
-from ..conftest import TIMEOUT
+from ..conftest import TIMEOUT, free_address
 from .units import Broken, CollectSettings, CountSettings, Endless, FanOut, ForeverSettings, GainSettings, Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_address() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def test_pipeline_across_three_processes(tmp_path, no_leaks):
