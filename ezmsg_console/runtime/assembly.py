@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from ..protocol.errors import ConfigurationError
 from ..protocol.graph import ComponentMetadata, ComponentType, GraphMetadata, StreamDirection, StreamMetadata
 from ..settings.schema import build_schema, schema_to_plain
+from ..settings.schema import type_name as class_name
 from ..settings.values import to_plain
 from .unit import BoundStream, Collection, Component, InputStream, Unit
 
@@ -34,9 +35,7 @@ class Assembly:
 
 def type_name(tp: Any) -> str:
     """A readable, stable name for a type or annotation."""
-    if isinstance(tp, type):
-        return f"{tp.__module__}.{tp.__qualname__}"
-    return str(tp)
+    return class_name(tp) if isinstance(tp, type) else str(tp)
 
 
 def class_path(cls: type) -> str:

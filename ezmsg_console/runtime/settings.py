@@ -49,6 +49,3 @@ class Settings:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True)(cls)
 
-
-def settings_type_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"

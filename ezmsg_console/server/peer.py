@@ -29,7 +29,6 @@ from ..protocol.errors import (
     ProtocolError,
     RequestTimeout,
     ServerError,
-    SlowConsumer,
     VersionMismatch,
     wire_code,
 )
