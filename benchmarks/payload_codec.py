@@ -100,7 +100,7 @@ def main() -> None:
             mc = per_call_us(lambda: np.copyto(dst, src), budget)
             print(f"{'  memcpy ref (np.copyto)':32} {nbytes:9d} {'':>12} {'':>12} {'':>12} {mc:12.2f}"
                   f" {gbps(nbytes, mc)}")
-    del slot
+    slot.release()
     slot_mm.close()
 
 

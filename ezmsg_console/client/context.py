@@ -16,16 +16,26 @@ closes (or on :meth:`revert`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..protocol import messages as m
+from ..protocol import wire
 from ..protocol.address import Address, resolve_address, resolve_token
-from ..protocol.errors import ConnectionClosed, ServerUnreachable
+from ..protocol.errors import ConnectionClosed, ConsoleError, DecodeError, ServerUnreachable
 from ..protocol.graph import GraphMetadata, GraphSnapshot
-from ..protocol.process import Operation, ProcessControlResponse, ProcessRequest
+from ..protocol.process import ErrorCode, Operation, ProcessControlResponse, ProcessRequest
+from ..protocol.profiling import (
+    ProcessProfilingSnapshot,
+    ProfilingError,
+    ProfilingStreamControl,
+    ProfilingSubscribe,
+    ProfilingTraceBatch,
+    ProfilingTraceControl,
+)
 from ..protocol.settings import (
     SettingsEventsReply,
     SettingsEventsRequest,
@@ -36,6 +46,8 @@ from ..protocol.settings import (
 from ..settings.values import to_plain
 from .connection import ClientConnection, process_error
 from .streams import EventSubscription, StreamReceiver
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 5.0
 ROUTE_MARGIN = 2.0
@@ -209,19 +221,111 @@ class GraphContext:
         """Pid, host, owned units, uptime, CPU, memory and message counts of the owning process."""
         return await self._checked(unit_address, Operation.GET_PROCESS_STATS.value, timeout=timeout)
 
+    # -- profiling -------------------------------------------------------
+
+    async def _checked_as(self, tp: type[T], unit_address: str, operation: str, payload: Any = None, *,
+                          timeout: float = 2.0) -> T:
+        response = await self.process_request(unit_address, operation, payload, timeout=timeout)
+        if not response.ok:
+            raise process_error(response)
+        return _decode_payload(tp, response, unit_address, operation)
+
+    async def process_profiling_snapshot(self, unit_address: str, *, timeout: float = 2.0) -> ProcessProfilingSnapshot:
+        """Counters, rates and histograms of the process owning ``unit_address``.
+
+        Each ``*_window`` covers the time since *this session's* previous
+        snapshot of that process (``window_seconds`` is 0.0 the first time).
+        Raises ProcessUnavailable / RequestTimeout-coded errors like the other
+        process calls, and DecodeError (details ``error_code`` INVALID_RESPONSE)
+        if the process answers with something that is not a snapshot.
+        """
+        return await self._checked_as(ProcessProfilingSnapshot, unit_address,
+                                      Operation.GET_PROFILING_SNAPSHOT.value, None, timeout=timeout)
+
+    async def process_set_profiling_trace(self, unit_address: str, control: ProfilingTraceControl, *,
+                                          timeout: float = 2.0) -> dict[str, Any]:
+        """Turn tracing of the owning process on or off, or change its filters.
+
+        Every call clears the process's trace buffers and sampling counters.
+        Returns the process's description of the new trace state (plain data).
+        """
+        return await self._checked(unit_address, Operation.SET_PROFILING_TRACE.value, wire.to_wire(control),
+                                   timeout=timeout)
+
+    async def process_profiling_trace_batch(self, unit_address: str, max_samples: int = 1000, *,
+                                            timeout: float = 2.0) -> ProfilingTraceBatch:
+        """Drain up to ``max_samples`` trace samples straight from the owning process.
+
+        This reads the same ring the process pushes to the GraphServer from, so
+        it races :meth:`subscribe_profiling_trace`; prefer the stream when more
+        than one observer is interested.
+        """
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise ValueError(f"max_samples must be an int >= 1, got {max_samples!r}")
+        return await self._checked_as(ProfilingTraceBatch, unit_address, Operation.GET_PROFILING_TRACE_BATCH.value,
+                                      {"max_samples": max_samples}, timeout=timeout)
+
+    async def profiling_snapshot_all(
+            self, timeout_per_process: float = 0.5) -> dict[str, ProcessProfilingSnapshot | ProfilingError]:
+        """A profiling snapshot of every process that owns units, asked concurrently.
+
+        Each process is asked through its first unit (sorted) with
+        ``timeout_per_process``, so the call takes about that long at most.
+        The result maps *every* such process id to its snapshot or, if it did
+        not answer properly, to a :class:`ProfilingError` with the error code
+        (TIMEOUT, PROCESS_DISCONNECTED, HANDLER_ERROR, INVALID_RESPONSE, ...).
+        Only a lost connection to the GraphServer raises.
+        """
+        if not timeout_per_process > 0:
+            raise ValueError("timeout_per_process must be > 0")
+        snapshot = await self.snapshot()
+        targets = [(p.process_id, sorted(p.units)[0]) for p in snapshot.processes if p.units]
+
+        async def ask(process_id: str, unit: str) -> ProcessProfilingSnapshot | ProfilingError:
+            op = Operation.GET_PROFILING_SNAPSHOT.value
+            try:
+                response = await self.process_request(unit, op, timeout=timeout_per_process)
+                if not response.ok:
+                    code = response.error_code or ErrorCode.INVALID_RESPONSE.value
+                    return ProfilingError(process_id, code, response.error or code)
+                return _decode_payload(ProcessProfilingSnapshot, response, unit, op)
+            except ConnectionClosed:
+                raise
+            except ConsoleError as exc:
+                return ProfilingError(process_id, exc.details.get("error_code", exc.code), exc.message)
+
+        results = await asyncio.gather(*(ask(pid, unit) for pid, unit in targets))
+        return {pid: result for (pid, _unit), result in zip(targets, results)}
+
+    def subscribe_profiling_trace(self, control: ProfilingStreamControl | None = None, *, max_queue: int = 1024,
+                                  timeout: float | None = None) -> EventSubscription:
+        """Trace samples of every process (or ``control.process_ids``), pushed by the GraphServer.
+
+        Yields :class:`ProfilingTraceEvent` every ``control.interval`` seconds
+        that something is new, one batch per process, or a StreamGap when this
+        reader fell behind and events were lost. A batch's ``gap_from``/``gap_to``
+        name that process's samples skipped because the server no longer had
+        them. Streams do not take samples from each other. Raises
+        InvalidRequest for a bad control (interval <= 0, max_samples < 1).
+        """
+        control = control if control is not None else ProfilingStreamControl()
+        return self._open_stream(lambda rid: ProfilingSubscribe(rid, control), max_queue, timeout)
+
     # -- streams ---------------------------------------------------------
+
+    def _open_stream(self, build: Callable[[int], m.Request], max_queue: int,
+                     timeout: float | None) -> EventSubscription:
+        async def open_stream(receiver: StreamReceiver) -> ClientConnection:
+            conn = self.connection
+            await conn.request(build, m.Subscribed, self._t(timeout), stream=receiver)
+            return conn
+
+        return EventSubscription(open_stream, max_queue)
 
     def _subscribe(self, kind: m.StreamKind, after_seq: int | None, max_queue: int,
                    timeout: float | None) -> EventSubscription:
         start_after = -1 if after_seq is None else after_seq
-
-        async def open_stream(receiver: StreamReceiver) -> ClientConnection:
-            conn = self.connection
-            await conn.request(lambda rid: m.Subscribe(rid, kind, start_after), m.Subscribed,
-                               self._t(timeout), stream=receiver)
-            return conn
-
-        return EventSubscription(open_stream, max_queue)
+        return self._open_stream(lambda rid: m.Subscribe(rid, kind, start_after), max_queue, timeout)
 
     def subscribe_topology_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
                                   timeout: float | None = None) -> EventSubscription:
@@ -267,3 +371,16 @@ class GraphContext:
         delivered through the unit's INPUT_SETTINGS stream."""
         return await self._checked(component_address, Operation.UPDATE_SETTINGS.value, {"value": to_plain(value)},
                                    timeout=timeout)
+
+
+def _decode_payload(tp: type[T], response: ProcessControlResponse, unit_address: str, operation: str) -> T:
+    """A routed answer's payload as ``tp``; DecodeError (error_code INVALID_RESPONSE) if it is not one."""
+    try:
+        return wire.from_wire(tp, response.payload)  # type: ignore[no-any-return]
+    except DecodeError as exc:
+        raise DecodeError(
+            f"Process request failed ({ErrorCode.INVALID_RESPONSE.value}): the {operation} answer for "
+            f"{unit_address} is not a {tp.__name__}: {exc.message}",
+            {**exc.details, "error_code": ErrorCode.INVALID_RESPONSE.value, "process_id": response.process_id,
+             "unit_address": unit_address},
+        ) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 from typing import Mapping
 
-from . import endpoints, graph, messages, process, settings
+from . import endpoints, graph, messages, process, profiling, settings
 from .wire import Message
 
 _TYPES: tuple[type[Message], ...] = (
@@ -51,6 +51,9 @@ _TYPES: tuple[type[Message], ...] = (
     settings.SettingsSnapshotReply,
     settings.SettingsEventsRequest,
     settings.SettingsEventsReply,
+    profiling.ProcessProfilingTraceUpdate,
+    profiling.ProfilingSubscribe,
+    profiling.ProfilingTraceEvent,
 )
 
 KINDS: Mapping[str, type[Message]] = types.MappingProxyType({cls.KIND: cls for cls in _TYPES})

@@ -27,6 +27,7 @@ class Role(str, enum.Enum):
 class StreamKind(str, enum.Enum):
     TOPOLOGY = "topology"
     SETTINGS = "settings"
+    PROFILING = "profiling"
 
 
 # -- handshake ---------------------------------------------------------------

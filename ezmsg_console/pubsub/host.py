@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DATA_HOST_ENV = "EZMSG_CONSOLE_DATA_HOST"
 RUN_TAG_ENV = "EZMSG_CONSOLE_RUN_TAG"
+HISTOGRAMS_ENV = "EZMSG_CONSOLE_PROFILING_HISTOGRAMS"
 DEFAULT_BUF_SIZE = 64 * 1024
 DEFAULT_NUM_BUFFERS = 32
 REJOIN_GRACE_S = 5.0
@@ -64,6 +65,8 @@ class EndpointHost:
         self.hostname = socket.gethostname()
         self.publishers: dict[str, Publisher] = {}
         self.subscribers: dict[str, Subscriber] = {}
+        self.histograms = os.environ.get(HISTOGRAMS_ENV, "1") not in ("0", "false", "no", "off")
+        """Handler-time and latency histograms for new subscribers (the per-process switch)."""
         self._unix_address = ""
         self._tcp_port = 0
         self._servers: list[asyncio.base_events.Server] = []

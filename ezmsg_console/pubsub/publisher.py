@@ -60,6 +60,8 @@ class Publisher:
         self.local: list[Subscriber] = []
         self.msg_id = 0
         self.bytes_sent = 0  # encoded size, once per message that left the process
+        self.backpressure_waits = 0
+        self.backpressure_wait_ns = 0
         self._since_yield = 0
         self.closed = False
         self.hook: PublishHook | None = None
@@ -141,6 +143,8 @@ class Publisher:
             start = time.perf_counter_ns()
             slot = await self._wait_for_slot()
             waited = time.perf_counter_ns() - start
+            self.backpressure_waits += 1
+            self.backpressure_wait_ns += waited
             links, local = self.links, self.local  # may have changed while waiting
         self._leases[slot] = len(links) + len(local)
         if self._leases[slot] == 0:  # every subscriber left while we waited

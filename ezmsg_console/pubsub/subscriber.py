@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import sys
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..protocol.errors import ConsoleError, DecodeError
 from ..protocol.graph import PublisherInfo, SubscriberInfo
+from ..profiling.histogram import Histogram
 from . import payload
 from .channel import KIND_SHM, SubscriberLink
 
@@ -38,6 +40,9 @@ LINK_TIMEOUT = 5.0
 BIG_MESSAGE = 64 * 1024
 ReceiveHook = Callable[["Subscriber", "Delivery", int], None]
 """Called as hook(subscriber, delivery, payload_bytes) for each message received."""
+DoneHook = Callable[["Delivery", int, int], None]
+"""Called as trace(delivery, handler_start_ns, handler_end_ns) when a handled message is done."""
+_monotonic_ns = time.monotonic_ns
 
 
 class Delivery:
@@ -51,7 +56,8 @@ class Delivery:
     overwritten underneath its holder.
     """
 
-    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked", "_anchor", "_owner", "big")
+    __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked", "_anchor", "_owner", "big",
+                 "arrival_ns", "start_ns")
 
     def __init__(self, msg: Any, source: Any, slot: int, msg_id: int, publish_ns: int, channel: str,
                  anchor: Any = None, owner: Subscriber | None = None) -> None:
@@ -65,12 +71,31 @@ class Delivery:
         self._anchor = anchor
         self._owner = owner
         self.big = False  # a large shared-memory message: acknowledged without coalescing
+        self.arrival_ns = 0  # stamped only while tracing
+        self.start_ns = 0  # handler start, stamped by recv_delivery()
 
     def done(self, *, kept: bool = False) -> None:
         """Finished with the message: the publisher may reuse its slot (idempotent).
 
         ``kept=True`` says the caller keeps the message on purpose (no warning).
+        The time since :meth:`Subscriber.recv_delivery` handed it out is the
+        handler time.
         """
+        start = self.start_ns
+        if start:
+            self.start_ns = 0
+            end = _monotonic_ns()
+            owner = self._owner
+            if owner is not None:
+                if owner.histograms:
+                    v = end - start  # Histogram.record, inlined: this runs for every message
+                    if v >= 8:
+                        b = v.bit_length()
+                        owner.handler_counts[(b << 2) | ((v >> (b - 3)) & 3) if b <= 62 else -1] += 1
+                    else:
+                        owner.handler_counts[v if v > 0 else 0] += 1
+                if owner.trace is not None:
+                    owner.trace(self, start, end)
         if self._acked:
             return
         self._acked = True
@@ -132,15 +157,25 @@ class Subscriber:
         self._routes_changed = asyncio.Event()
         self.zero_copy = zero_copy and not info.leaky  # leaky messages are acknowledged on arrival
         self.received = 0
+        self.bytes_received = 0  # payload bytes of SHM/TCP messages (a local hand-off counts 0)
         self.dropped = 0
+        self.last_channel = "UNKNOWN"
         self.kept_views = 0
         self.closed = False
+        self.histograms = host.histograms
+        self.handler_ns = Histogram()
+        self.latency_ns = Histogram()
+        self.handler_counts = self.handler_ns.counts
+        self.latency_counts = self.latency_ns.counts
         self.hook: ReceiveHook | None = None
+        self.trace: DoneHook | None = None
 
     # -- receiving -------------------------------------------------------
 
     def _push(self, delivery: Delivery, nbytes: int) -> None:
         self.received += 1
+        self.bytes_received += nbytes
+        self.last_channel = delivery.channel
         if self.hook is not None:
             self.hook(self, delivery, nbytes)
         if self.leaky:
@@ -169,22 +204,44 @@ class Subscriber:
         delivery.big = len(body) >= BIG_MESSAGE
         self._push(delivery, len(body))
 
+    def _on_remote_host_message(self, link: SubscriberLink, kind: int, slot: int, msg_id: int, publish_ns: int,
+                                body: memoryview | bytes) -> None:
+        # Another host's monotonic clock: no latency can be computed from it.
+        self._on_link_message(link, kind, slot, msg_id, 0, body)
+
     def deliver_local(self, msg: Any, publisher: Publisher, slot: int, msg_id: int, publish_ns: int) -> None:
-        self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL"), 0)
+        self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL", None, self), 0)
 
     async def recv_delivery(self) -> Delivery:
-        """The next message with its lease; call ``done()`` on it when finished."""
+        """The next message with its lease; call ``done()`` on it when finished.
+
+        The time from here to ``done()`` is recorded as handler time, and the
+        time since it was published (same host) as latency.
+        """
         while not self._queue:
             if self.closed:
                 raise ConsoleError(f"subscriber on {self.topic} is closed")
             self._arrived.clear()
             await self._arrived.wait()
-        return self._queue.popleft()
+        delivery = self._queue.popleft()
+        if self.histograms or self.trace is not None:
+            now = _monotonic_ns()
+            delivery.start_ns = now
+            if self.histograms and delivery.publish_ns:
+                v = now - delivery.publish_ns  # Histogram.record, inlined: this runs for every message
+                if v >= 8:
+                    b = v.bit_length()
+                    self.latency_counts[(b << 2) | ((v >> (b - 3)) & 3) if b <= 62 else -1] += 1
+                else:
+                    self.latency_counts[v if v > 0 else 0] += 1
+        return delivery
 
     async def recv(self) -> Any:
         """The next message. Its slot is given back at once, or, for a
-        zero-copy message, when the caller drops its last reference to it."""
+        zero-copy message, when the caller drops its last reference to it.
+        (No handler time is recorded: there is no handler span to measure.)"""
         delivery = await self.recv_delivery()
+        delivery.start_ns = 0
         msg = delivery.msg
         delivery.done(kept=True)
         return msg
@@ -240,11 +297,13 @@ class Subscriber:
             self._sources[info.pub_id] = local
             return
         loop = asyncio.get_running_loop()
-        same_host = info.host_id == host.host_id and not info.force_tcp and bool(info.unix_address)
+        same_clock = info.host_id == host.host_id
+        same_host = same_clock and not info.force_tcp and bool(info.unix_address)
         hello = {"pub_id": info.pub_id, "sub_id": self.sub_id, "shm": same_host}
+        on_message = self._on_link_message if same_clock else self._on_remote_host_message
 
         def factory() -> SubscriberLink:
-            return SubscriberLink(hello, self._on_link_message)
+            return SubscriberLink(hello, on_message)
 
         if same_host:
             _transport, link = await asyncio.wait_for(

@@ -34,6 +34,7 @@ from ..client.reconnect import retry_until_connected
 from ..pubsub.host import EndpointHost
 from ..settings.values import from_plain
 from .process_control import ProcessControlClient
+from .profiling_ops import ProfilingOps
 from .settings_ops import SettingsOps
 from .status import EXIT_OK, EXIT_STARTUP, EXIT_UNIT_ERROR, STATUS_FD_ENV, StatusPipe, read_spec
 from .unit import NormalTermination, Unit
@@ -89,6 +90,7 @@ class Worker:
         self.host: EndpointHost | None = None
         self.control: ProcessControlClient | None = None
         self.settings_ops: SettingsOps | None = None
+        self.profiling_ops: ProfilingOps | None = None
         self.conn: ClientConnection | None = None
 
     def build_units(self) -> list[Unit]:
@@ -151,6 +153,7 @@ class Worker:
             await self.host.start()
             self.runners = [UnitRunner(u, self.host) for u in units]
             self.settings_ops = SettingsOps(self.control, self.host)
+            self.profiling_ops = ProfilingOps(self.control, self.host)
             for runner in self.runners:
                 await runner.setup()
                 await self.settings_ops.add(runner)
@@ -236,6 +239,8 @@ class Worker:
             for pub in runner.publishers.values():
                 await pub.drain(DRAIN_TIMEOUT)
         self.status.send("stats", topics=self.stats())
+        if self.profiling_ops is not None:
+            await self.profiling_ops.close()
         if self.control is not None:
             await self.control.close()
         if self.host is not None:

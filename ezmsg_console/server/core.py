@@ -18,9 +18,11 @@ from ..protocol.endpoints import RoutesUpdate
 from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, PublisherInfo, SubscriberInfo, TopologyEvent
 from ..protocol.messages import Role, StreamKind
 from ..protocol.process import ErrorCode, Operation, ProcessControlResponse, ProcessRequest
+from ..protocol.profiling import ProfilingStreamControl, ProfilingTraceBatch
 from ..protocol.settings import ProcessSettingsUpdate, SettingsChangedEvent
 from ..protocol.wire import Message
 from .endpoints import EndpointStore
+from .profiling_hub import DEFAULT_LIMIT, ProfilingHub
 from .registry import ProcessRecord, Registry
 from .routing import Router, failure
 from .settings_store import SettingsStore
@@ -33,7 +35,8 @@ class ServerCore:
 
     def __init__(self, *, server_id: str, history_limit: int = 10000, queue_events: int = 1024,
                  queue_bytes: int = 4 * 1024 * 1024, clock: Callable[[], float] = time.time,
-                 send_to_peer: Callable[[str, Message], bool] | None = None) -> None:
+                 send_to_peer: Callable[[str, Message], bool] | None = None,
+                 profiling_limit: int = DEFAULT_LIMIT, max_event_bytes: int | None = None) -> None:
         self.server_id = server_id
         self._send_to_peer = send_to_peer or (lambda peer_id, msg: False)
         self.router = Router(self._send_to_peer)
@@ -48,6 +51,13 @@ class ServerCore:
             kind: EventStream(kind, history_limit, queue_events, queue_bytes)
             for kind in (StreamKind.TOPOLOGY, StreamKind.SETTINGS)
         }
+        self.profiling = ProfilingHub(self.registry, limit=profiling_limit, queue_events=queue_events,
+                                      queue_bytes=queue_bytes, clock=clock,
+                                      max_event_bytes=max_event_bytes or queue_bytes // 2)
+
+    def close(self) -> None:
+        """Stop background work (the profiling streams' timers); the server is shutting down."""
+        self.profiling.close()
 
     # -- peers -----------------------------------------------------------
 
@@ -66,6 +76,7 @@ class ServerCore:
         self._update_routes()
         if isinstance(record, ProcessRecord):
             self.router.process_gone(peer_id)
+            self.profiling.process_left(peer_id)
             # Always, even for a process that never registered a unit.
             self._publish_topology(self.topology.process_changed(peer_id))
 
@@ -203,12 +214,23 @@ class ServerCore:
         start_after = stream.last_seq if after_seq == -1 else after_seq
         return stream.subscribe(uuid.uuid4().hex, start_after, notify)
 
+    def subscribe_profiling(self, control: ProfilingStreamControl, notify: Callable[[], None]) -> Subscription:
+        """Open a ``profiling`` trace stream (InvalidRequest for a bad control)."""
+        return self.profiling.subscribe(uuid.uuid4().hex, control, notify)
+
+    def profiling_update(self, peer_id: str, role: Role, batch: ProfilingTraceBatch) -> None:
+        """A process pushed trace samples; only process connections may."""
+        if role is not Role.PROCESS or peer_id not in self.registry.processes:
+            raise PermissionDenied(f"a {role.value} connection cannot push profiling trace samples",
+                                   {"role": role.value})
+        self.profiling.ingest(peer_id, batch.pid, batch.host, batch)
+
     def unsubscribe(self, stream_id: str) -> Subscription | None:
         for stream in self.streams.values():
             sub = stream.unsubscribe(stream_id)
             if sub is not None:
                 return sub
-        return None
+        return self.profiling.unsubscribe(stream_id)
 
     def current_seq(self, kind: StreamKind) -> int:
         return self.streams[kind].last_seq

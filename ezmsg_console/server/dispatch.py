@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..protocol import endpoints as ep
 from ..protocol import messages as m
 from ..protocol import process as pc
+from ..protocol import profiling as pf
 from ..protocol import settings as st
 from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.wire import Message
@@ -51,6 +52,9 @@ def _snapshot(core: ServerCore, peer: Peer, req: m.Request) -> Message:
 
 
 def _subscribe(core: ServerCore, peer: Peer, req: m.Subscribe) -> Message:
+    if req.stream not in core.streams:
+        raise InvalidRequest(f"the {req.stream.value} stream is opened with its own request, not SUBSCRIBE",
+                             {"stream": req.stream.value})
     current = core.current_seq(req.stream)
     sub = core.subscribe(req.stream, req.after_seq, peer.wake_writer)
     peer.subscriptions[sub.stream_id] = sub
@@ -64,6 +68,12 @@ def _unsubscribe(core: ServerCore, peer: Peer, req: m.Unsubscribe) -> Message:
     core.unsubscribe(req.stream_id)
     peer.queue_control(m.StreamClosed(req.stream_id, sub.kind, "unsubscribed"))
     return m.Ack(req.request_id)
+
+
+def _profiling_subscribe(core: ServerCore, peer: Peer, req: pf.ProfilingSubscribe) -> Message:
+    sub = core.subscribe_profiling(req.control, peer.wake_writer)
+    peer.subscriptions[sub.stream_id] = sub
+    return m.Subscribed(req.request_id, stream_id=sub.stream_id, stream=m.StreamKind.PROFILING, current_seq=0)
 
 
 def _shutdown(core: ServerCore, peer: Peer, req: m.Request) -> Message:
@@ -141,6 +151,7 @@ HANDLERS: dict[type, Handler] = {
     m.SnapshotRequest: _snapshot,
     m.Subscribe: _subscribe,
     m.Unsubscribe: _unsubscribe,
+    pf.ProfilingSubscribe: _profiling_subscribe,
     m.ShutdownRequest: _shutdown,
 }
 
@@ -152,6 +163,9 @@ def dispatch(core: ServerCore, peer: Peer, msg: Message) -> Message | None:
     """
     if isinstance(msg, pc.RoutedResponse):
         core.router.resolve(peer.peer_id, msg)
+        return None
+    if isinstance(msg, pf.ProcessProfilingTraceUpdate):  # a push from a worker: no reply
+        core.profiling_update(peer.peer_id, peer.role, msg.batch)
         return None
     handler = HANDLERS.get(type(msg))
     if handler is None or not isinstance(msg, m.Request):

@@ -20,6 +20,7 @@ from ..protocol.framing import ABSOLUTE_MAX_FRAME_SIZE, MAX_FRAME_SIZE
 from ..protocol.wire import Message
 from .core import ServerCore
 from .peer import Peer
+from .profiling_hub import DEFAULT_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,14 @@ class GraphServer:
         write_deadline: float = 2.0,
         handshake_timeout: float = 2.0,
         allow_remote_shutdown: bool = False,
+        profiling_limit: int = DEFAULT_LIMIT,
     ) -> None:
         if not 4096 <= max_frame_size <= ABSOLUTE_MAX_FRAME_SIZE:
             raise ConfigurationError(f"max_frame_size must be between 4096 and {ABSOLUTE_MAX_FRAME_SIZE}")
         if history_limit < 1 or stream_queue_events < 2:
             raise ConfigurationError("history_limit must be >= 1 and stream_queue_events >= 2")
+        if profiling_limit < 1:
+            raise ConfigurationError("profiling_limit must be >= 1")
         self._requested_address = address
         self._requested_token = token
         self.token: str | None = None
@@ -64,6 +68,7 @@ class GraphServer:
         self.write_deadline = write_deadline
         self.handshake_timeout = handshake_timeout
         self.allow_remote_shutdown = allow_remote_shutdown
+        self.profiling_limit = profiling_limit
         self.address: Address | None = None
         self.core = ServerCore(server_id=self.server_id, send_to_peer=self._send_to_peer)
         self._server: asyncio.base_events.Server | None = None
@@ -92,6 +97,9 @@ class GraphServer:
             queue_events=self.stream_queue_events,
             queue_bytes=self.stream_queue_bytes,
             send_to_peer=self._send_to_peer,
+            profiling_limit=self.profiling_limit,
+            # a trace event must fit in one frame and in a subscriber's queue, with room to spare
+            max_event_bytes=min(self.stream_queue_bytes, self.max_frame_size) // 2,
         )
         try:
             self._server = await asyncio.start_server(self._on_client, addr.host, addr.port, reuse_address=True)
@@ -139,6 +147,7 @@ class GraphServer:
             _done, pending = await asyncio.wait(tasks, timeout=self.write_deadline + 1.0)
             for task in pending:
                 task.cancel()
+        self.core.close()
         try:
             await asyncio.wait_for(server.wait_closed(), 2.0)
         except (TimeoutError, asyncio.TimeoutError):

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from ezmsg_console.protocol import catalog, endpoints, graph, messages, process, settings
+from ezmsg_console.protocol import catalog, endpoints, graph, messages, process, profiling, settings
 from ezmsg_console.protocol.codec import EXT_NDARRAY, packb, unpackb
 from ezmsg_console.protocol.errors import (
     ConsoleError,
@@ -137,6 +137,19 @@ SNAPSHOT = GraphSnapshot(
     subscribers=(SUBSCRIBER,),
 )
 
+TRACE_BATCH = profiling.ProfilingTraceBatch(
+    process_id="proc-9", pid=1234, host="box",
+    samples=(
+        profiling.ProfilingTraceSample(timestamp_mono_ns=10**15, endpoint_id="pub-1", topic="SYS/GEN/OUTPUT",
+                                       metric="publish_delta_ns", value_ns=5000, channel_kind="SHM", sample_seq=7),
+        profiling.ProfilingTraceSample(timestamp_mono_ns=10**15 + 9, endpoint_id="sub-1", topic="SYS/LOG/INPUT",
+                                       metric="handler_ns", value_ns=123, channel_kind="TCP", sample_seq=7),
+    ),
+    dropped=3, tracing=True, timestamp_wall_s=1712345679.5, gap_from=11, gap_to=20,
+)
+TRACE_BATCH_2 = profiling.ProfilingTraceBatch(process_id="proc-10", pid=-1, host="", samples=(), dropped=1,
+                                              tracing=True, timestamp_wall_s=2.5, gap_from=1, gap_to=4)
+
 EXAMPLES: dict[str, Message] = {
     "SERVER_HELLO": messages.ServerHello(
         protocol_version=7, server_id="srv-1", server_epoch="ep", nonce="ab" * 16, auth_required=True
@@ -205,6 +218,13 @@ EXAMPLES: dict[str, Message] = {
                                                           gap_from=1, gap_to=3),
     "PROCESS_ROUTE_RESPONSE": process.RoutedResponse(route_id="r-1", ok=False, payload={"pong": True}, error="e",
                                                      error_code="X", details={"k": "v"}),
+    "PROCESS_PROFILING_TRACE_UPDATE": profiling.ProcessProfilingTraceUpdate(batch=TRACE_BATCH),
+    "PROFILING_SUBSCRIBE": profiling.ProfilingSubscribe(
+        request_id=61, control=profiling.ProfilingStreamControl(interval=0.25, max_samples=64,
+                                                                process_ids=("proc-9", "proc-10"),
+                                                                include_empty_batches=True)),
+    "PROFILING_TRACE_EVENT": profiling.ProfilingTraceEvent(seq=12, timestamp_wall_s=1712345679.75,
+                                                           batches=(TRACE_BATCH, TRACE_BATCH_2)),
 }
 
 

@@ -1,0 +1,149 @@
+"""Histogram buckets and percentiles, trace rings, snapshot window arithmetic (pure, no I/O)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ezmsg_console.profiling.histogram import EDGES_NS, NUM_BUCKETS, Histogram, bucket_of, upper_edge
+from ezmsg_console.profiling.snapshot import SnapshotBuilder
+from ezmsg_console.profiling.trace import TraceRing
+
+
+@given(st.integers(min_value=0, max_value=2**62 - 1))
+def test_every_value_falls_inside_its_bucket(value: int) -> None:
+    idx = bucket_of(value)
+    assert 0 <= idx < NUM_BUCKETS
+    assert EDGES_NS[idx] <= value < upper_edge(idx)
+    h = Histogram()
+    h.record(value)
+    assert h.counts[idx] == 1 and h.total == 1
+
+
+def test_huge_values_share_the_last_bucket_and_edges_fit_int64() -> None:
+    h = Histogram()
+    h.record(2**70)
+    assert h.counts[-1] == 1 and bucket_of(2**70) == NUM_BUCKETS - 1
+    assert max(EDGES_NS) < 2**63 and len(EDGES_NS) == NUM_BUCKETS + 1
+
+
+def test_buckets_are_at_most_a_quarter_wide() -> None:
+    for idx in range(16, NUM_BUCKETS):
+        low, high = EDGES_NS[idx], upper_edge(idx)
+        assert high > low and (high - low) / low <= 0.25
+
+
+def test_percentiles_are_within_the_bucket_resolution() -> None:
+    rng = random.Random(7)
+    values = sorted(int(rng.lognormvariate(11, 1.5)) + 1 for _ in range(20000))
+    h = Histogram()
+    for v in values:
+        h.record(v)
+    snap = h.snapshot()
+    assert snap.count == len(values)
+    for q, got in ((0.5, snap.p50_ns), (0.9, snap.p90_ns), (0.99, snap.p99_ns)):
+        exact = values[int(q * len(values)) - 1]
+        assert got == pytest.approx(exact, rel=0.25), q
+    assert snap.sum_ns == pytest.approx(sum(values), rel=0.13)
+    assert sum(snap.bucket_counts) == len(values)
+    assert snap.max_ns >= values[-1]
+
+
+def test_window_is_the_difference_since_a_copy() -> None:
+    h = Histogram()
+    for v in (100, 200, 300):
+        h.record(v)
+    mark = h.copy_counts()
+    for v in (10_000, 20_000):
+        h.record(v)
+    window = h.window(mark)
+    assert window.count == 2 and 9_000 <= window.p50_ns <= 20_500
+    assert h.window(None).count == 0  # no previous snapshot: an empty window
+    assert h.snapshot().count == 5
+
+
+def test_ring_overwrites_the_oldest_and_counts_it() -> None:
+    ring = TraceRing(capacity=4)
+    for i in range(10):
+        ring.append((i, "e", "t", "m", i, "", i))
+    assert ring.dropped == 6 and ring.size == 4
+    assert [s[0] for s in ring.drain(3)] == [6, 7, 8]
+    ring.append((10, "e", "t", "m", 10, "", 10))
+    assert [s[0] for s in ring.drain(100)] == [9, 10]
+    assert ring.size == 0
+
+
+class _Pub:
+    def __init__(self) -> None:
+        self.pub_id, self.topic, self.num_buffers = "P", "T", 4
+        self.msg_id = self.bytes_sent = self.backpressure_waits = self.backpressure_wait_ns = 0
+        self.in_flight = 0
+        self.links: list[Any] = []
+        self.local: list[Any] = ["sub"]
+
+
+class _Sub:
+    def __init__(self) -> None:
+        self.sub_id, self.topic, self.leaky = "S", "T", False
+        self.received = self.bytes_received = self.dropped = 0
+        self.last_channel = "UNKNOWN"
+        self.publisher_ids = ["P"]
+        self.pending = 0
+        self.handler_ns, self.latency_ns = Histogram(), Histogram()
+
+
+def test_reference_window_arithmetic_per_observer() -> None:
+    """reference-behaviour §6: the reference arithmetic, with two observers."""
+    now = [0]
+    builder = SnapshotBuilder(clock=lambda: now[0])
+    pub, sub = _Pub(), _Sub()
+
+    def snap(observer: str) -> Any:
+        return builder.build(observer, process_id="p", pid=1, host="h", publishers=[pub], subscribers=[sub],
+                             histograms=True, trace=None, trace_ttl_remaining_s=0.0)
+
+    pub.msg_id, pub.in_flight = 2, 1
+    sub.received, sub.last_channel = 1, "LOCAL"
+    first = snap("A")
+    p, s = first.publishers[0], first.subscribers[0]
+    assert first.window_seconds == 0.0
+    assert (p.messages_published_total, s.messages_received_total) == (2, 1)
+    assert (p.messages_published_window, s.messages_received_window, p.publish_rate_hz_window) == (0, 0, 0.0)
+    assert (p.inflight_messages_current, s.channel_kind_last) == (1, "LOCAL")
+
+    now[0] = 500_000_000
+    other = snap("B")  # another observer in between does not move A's window
+    assert other.window_seconds == 0.0
+
+    now[0] = 1_000_000_000
+    pub.msg_id, pub.in_flight, pub.bytes_sent = 3, 0, 64
+    sub.received, sub.last_channel, sub.bytes_received = 2, "SHM", 64
+    second = snap("A")
+    p, s = second.publishers[0], second.subscribers[0]
+    assert second.window_seconds == 1.0
+    assert (p.messages_published_total, s.messages_received_total) == (3, 2)
+    assert (p.messages_published_window, s.messages_received_window) == (1, 1)
+    assert p.publish_rate_hz_window == 1.0 and s.receive_rate_hz_window == 1.0
+    assert p.bytes_published_window == 64 and p.bytes_rate_window == 64.0
+    assert (p.inflight_messages_current, s.channel_kind_last) == (0, "SHM")
+    assert snap("B").window_seconds == 0.5
+
+
+def test_observers_are_bounded_lru() -> None:
+    now = [0]
+    builder = SnapshotBuilder(max_observers=2, clock=lambda: now[0])
+
+    def window(observer: str) -> float:
+        now[0] += 1_000_000_000
+        return builder.build(observer, process_id="p", pid=1, host="h", publishers=[], subscribers=[],
+                             histograms=True, trace=None, trace_ttl_remaining_s=0.0).window_seconds
+
+    assert [window("A"), window("B"), window("A")] == [0.0, 0.0, 2.0]
+    assert window("C") == 0.0  # evicts B, the least recently seen
+    assert window("A") == 2.0  # A kept its mark
+    assert window("B") == 0.0  # B starts again (and evicts C)
+    assert window("C") == 0.0
