@@ -1,7 +1,7 @@
 """The ``ezmsg-console`` command.
 
 Errors become one line on stderr and a non-zero exit code, never a traceback:
-0 ok, 1 failed, 2 bad usage or server unreachable, 130 interrupted.
+0 ok, 1 failed, 2 bad usage or server unreachable, 3 partial snapshot, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ezmsg-console {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    console = parser.add_argument_group(
+        "the console (no COMMAND)",
+        "With no COMMAND, open the interactive console on the GraphServer at --address. If none answers, "
+        "an embedded GraphServer with the demo pipeline is started. Without a terminal, print a snapshot "
+        "(as 'snapshot --embed-demo') instead.")
+    console.add_argument("--address", metavar="HOST:PORT",
+                         help=f"GraphServer to observe (default ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT})")
+    console.add_argument("--token", metavar="TOKEN", help=f"shared secret of the server (default ${TOKEN_ENV})")
+    console.add_argument("--no-embed", action="store_true",
+                         help="observe only: fail (exit 2) if no GraphServer answers instead of starting one")
+    console.add_argument("--demo", action="store_true",
+                         help="run the demo pipeline even when a GraphServer answers (on that server)")
+    console.add_argument("--read-only", action="store_true", help="hide and refuse every edit and trace change")
+    console.add_argument("--refresh", metavar="SECONDS", type=_positive_float, default=1.0,
+                         help="profiling refresh interval (default 1; '+'/'-' change it live)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -67,6 +82,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--address", metavar="HOST:PORT",
                       help=f"GraphServer to use, started embedded if none answers (default ${ADDRESS_ENV} "
                       f"or {DEFAULT_HOST}:{DEFAULT_PORT})")
+    from .export.commands import add_headless_commands
+
+    add_headless_commands(sub)
     return parser
 
 
@@ -130,19 +148,50 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _console(args: argparse.Namespace) -> int:
+    """The interactive console (or, with no terminal, a snapshot on the embedded demo)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        from .export.commands import run_headless
+
+        print("ezmsg-console: no terminal; printing a snapshot instead (use 'ezmsg-console snapshot --help')",
+              file=sys.stderr)
+        args.command = "snapshot"
+        args.embed_demo = not args.no_embed
+        for name, default in (("format", "json"), ("include", None), ("output", "-"), ("timeout", None)):
+            if not hasattr(args, name):
+                setattr(args, name, default)
+        return run_headless(args)
+    from .client.monitor import GraphMonitor
+    from .tui.app import ConsoleApp
+    from .tui.launch import find_or_embed
+
+    target = find_or_embed(args.address, args.token, embed=not args.no_embed, demo=args.demo)
+    monitor = GraphMonitor(target.address, token=target.token, profiling_interval=args.refresh,
+                           read_only=args.read_only)
+    app = ConsoleApp(monitor, embedded=target.embedded, read_only=args.read_only)
+    try:
+        result = app.run()
+    finally:
+        if app.embedded is not None:  # the app did not get to stop it (crash or kill)
+            app.embedded.stop()
+    return int(result or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
     try:
+        if args.command is None:
+            return _console(args)
         if args.command == "serve":
             return asyncio.run(_serve(args))
         if args.command == "demo":
             return _demo(args)
+        from .export.commands import run_headless
+
+        return run_headless(args)
     except ServerUnreachable as exc:
         print(f"ezmsg-console: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

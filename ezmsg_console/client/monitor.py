@@ -1,0 +1,480 @@
+"""GraphMonitor: a live, self-healing view of one GraphServer for consoles (no UI code).
+
+It keeps a :class:`MonitorState` current: the graph snapshot (topology,
+processes, endpoints) refreshed on every topology event, every component's
+settings with their change history, profiling snapshots of every process
+polled at ``profiling_interval``, per-process stats and ping times, and the
+trace samples streamed for endpoints this console traces.
+
+If the server goes away, the state is kept (``stale``), the monitor
+reconnects with backoff (100 ms doubling to 2 s, with jitter, forever) and
+resynchronises: from the last seen sequence numbers when the server is the
+same (same epoch), from fresh snapshots when it restarted or when a stream
+reported a gap. Whoever displays the state is told what changed through
+``on_change(kind)`` (kinds: connection, topology, settings, profiling,
+processes, trace, error).
+
+Mutations (setting edits, tracing) go through the current connection and
+raise a :class:`~ezmsg_console.protocol.errors.ConsoleError` on failure;
+in read-only mode they raise PermissionDenied and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import logging
+import time
+from typing import Any, Callable
+
+from ..protocol import messages as m
+from ..protocol.errors import ConnectionClosed, ConsoleError, PermissionDenied
+from ..protocol.graph import GraphSnapshot, TopologyEvent
+from ..protocol.profiling import (
+    ProcessProfilingSnapshot,
+    ProfilingError,
+    ProfilingStreamControl,
+    ProfilingTraceControl,
+    ProfilingTraceEvent,
+    ProfilingTraceSample,
+)
+from ..protocol.settings import SettingsChangedEvent, SettingsEventType, SettingsState
+from .context import GraphContext
+from .reconnect import Backoff
+
+log = logging.getLogger(__name__)
+
+MATCH_NONE = ("",)
+"""An endpoint filter no endpoint matches (a None or empty filter means "all")."""
+HISTORY = 60
+EVENTS = 500
+SAMPLES = 5000
+TRACE_TTL_S = 60.0
+STATS_INTERVAL_S = 2.0
+
+
+class ConnState(str, enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+
+
+@dataclasses.dataclass
+class Traced:
+    """An endpoint this console traces."""
+
+    endpoint_id: str
+    topic: str
+    unit_address: str
+    process_id: str
+    publisher: bool
+    expires_mono: float
+
+
+@dataclasses.dataclass
+class MonitorState:
+    address: str
+    conn_state: ConnState = ConnState.CONNECTING
+    down_since: float | None = None  # monotonic time the connection was lost (None while connected)
+    attempts: int = 0
+    last_error: str = ""
+    server_epoch: str = ""
+    session_id: str = ""
+    snapshot: GraphSnapshot | None = None
+    data_time: float = 0.0  # wall clock of the newest data
+    settings: dict[str, SettingsState] = dataclasses.field(default_factory=dict)
+    initial_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    settings_history: dict[str, collections.deque[SettingsChangedEvent]] = dataclasses.field(default_factory=dict)
+    topology_events: collections.deque[TopologyEvent] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=EVENTS))
+    profiling: dict[str, ProcessProfilingSnapshot | ProfilingError] = dataclasses.field(default_factory=dict)
+    profiling_time: float = 0.0
+    rate_history: dict[str, collections.deque[float]] = dataclasses.field(default_factory=dict)
+    latency_history: dict[str, collections.deque[float]] = dataclasses.field(default_factory=dict)
+    process_stats: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    trace_samples: collections.deque[ProfilingTraceSample] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=SAMPLES))
+    traced: dict[str, Traced] = dataclasses.field(default_factory=dict)
+
+    @property
+    def stale(self) -> bool:
+        return self.conn_state is not ConnState.CONNECTED
+
+    def down_for(self) -> float:
+        return time.monotonic() - self.down_since if self.down_since is not None else 0.0
+
+
+class GraphMonitor:
+    def __init__(self, address: Any, *, token: str | None = None, name: str = "ezmsg-console",
+                 profiling_interval: float = 1.0, read_only: bool = False, timeout: float = 5.0,
+                 on_change: Callable[[str], None] | None = None) -> None:
+        self.address = address
+        self.token = token
+        self.name = name
+        self.profiling_interval = profiling_interval
+        self.read_only = read_only
+        self.timeout = timeout
+        self.on_change = on_change or (lambda kind: None)
+        self.state = MonitorState(address=str(address))
+        self.ctx: GraphContext | None = None
+        self.undo_stack: list[tuple[str, str, Any]] = []  # (component, field path, value before)
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._refresh_topology = asyncio.Event()
+        self._refresh_profiling = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._topology_seq = 0
+        self._settings_seq = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+            return True
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+
+    async def stop(self) -> None:
+        """Turn off the tracing this console turned on, then disconnect."""
+        if self.ctx is not None and self.state.traced:
+            processes = {t.process_id: t.unit_address for t in self.state.traced.values()}
+            for unit in processes.values():
+                try:
+                    await self.ctx.process_set_profiling_trace(unit, ProfilingTraceControl(enabled=False),
+                                                               timeout=1.0)
+                except ConsoleError as exc:
+                    log.debug("turning tracing off on %s: %s", unit, exc)
+            self.state.traced.clear()
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        if self.ctx is not None:
+            await self.ctx.close()
+            self.ctx = None
+
+    def set_address(self, address: Any) -> None:
+        """Connect somewhere else (drops the current view)."""
+        self.address = address
+        self.state = MonitorState(address=str(address))
+        self._topology_seq = self._settings_seq = 0
+        if self.ctx is not None:
+            asyncio.ensure_future(self.ctx.close())
+        self._notify("connection")
+
+    def refresh(self) -> None:
+        """Poll profiling and stats now instead of at the next tick."""
+        self._refresh_profiling.set()
+        self._refresh_topology.set()
+
+    def _notify(self, kind: str) -> None:
+        try:
+            self.on_change(kind)
+        except Exception:  # noqa: BLE001 - a display bug must not stop the monitor
+            log.exception("on_change(%s) failed", kind)
+
+    # -- the connection loop ---------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        st = self.state
+        while not self._stopping.is_set():
+            ctx = GraphContext(self.address, token=self.token, name=self.name, timeout=self.timeout)
+            try:
+                await ctx.open()
+            except (ConsoleError, OSError) as exc:
+                st = self.state
+                st.attempts += 1
+                st.last_error = str(exc)
+                if st.down_since is None:
+                    st.down_since = time.monotonic()
+                self._notify("connection")
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
+                except (TimeoutError, asyncio.TimeoutError):
+                    pass
+                continue
+            backoff.reset()
+            self.ctx = ctx
+            try:
+                await self._session(ctx)
+            except (ConsoleError, OSError) as exc:
+                self.state.last_error = str(exc)
+            finally:
+                self.ctx = None
+                self._connected.clear()
+                await ctx.close()
+            st = self.state
+            if not self._stopping.is_set():
+                st.conn_state = ConnState.RECONNECTING
+                st.down_since = time.monotonic()
+                st.attempts = 0
+                self._notify("connection")
+
+    async def _session(self, ctx: GraphContext) -> None:
+        st = self.state
+        if ctx.server_epoch != st.server_epoch:  # a new server: nothing we know is current
+            self._topology_seq = self._settings_seq = 0
+            st.settings.clear()
+            st.profiling.clear()
+        st.server_epoch, st.session_id = ctx.server_epoch, ctx.session_id
+        await self._load_topology(ctx)
+        await self._load_settings(ctx, full=self._settings_seq == 0)
+        topo = await ctx.subscribe_topology_events(after_seq=self._topology_seq)
+        sets = await ctx.subscribe_settings_events(after_seq=self._settings_seq)
+        trace = await ctx.subscribe_profiling_trace(ProfilingStreamControl(interval=0.1, max_samples=1000),
+                                                    max_queue=256)
+        st.conn_state, st.down_since, st.last_error = ConnState.CONNECTED, None, ""
+        self._connected.set()
+        self._notify("connection")
+        tasks = [asyncio.ensure_future(c) for c in (
+            self._pump(topo, self._on_topology), self._pump(sets, self._on_settings),
+            self._pump(trace, self._on_trace), self._topology_refresher(ctx), self._poll_profiling(ctx),
+            self._poll_stats(ctx), ctx.wait_disconnected())]
+        try:
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pump(self, sub: Any, handle: Callable[[Any, GraphContext | None], Any]) -> None:
+        while True:
+            item = await sub.next(timeout=None)
+            if item is None:
+                raise ConnectionClosed("a push stream ended")
+            result = handle(item, self.ctx)
+            if asyncio.iscoroutine(result):
+                await result
+
+    # -- topology ----------------------------------------------------------
+
+    async def _load_topology(self, ctx: GraphContext) -> None:
+        snap = await ctx.snapshot()
+        self.state.snapshot = snap
+        self.state.data_time = time.time()
+        self._topology_seq = max(self._topology_seq, snap.topology_seq)
+        self._notify("topology")
+
+    def _on_topology(self, item: Any, _ctx: Any) -> None:
+        if isinstance(item, TopologyEvent):
+            self.state.topology_events.append(item)
+            self._topology_seq = item.seq
+        # An event or a gap: the snapshot is out of date either way.
+        self._refresh_topology.set()
+
+    async def _topology_refresher(self, ctx: GraphContext) -> None:
+        while True:
+            await self._refresh_topology.wait()
+            self._refresh_topology.clear()
+            await self._load_topology(ctx)
+            await asyncio.sleep(0.05)  # coalesce bursts of events into one snapshot
+
+    # -- settings ----------------------------------------------------------
+
+    async def _load_settings(self, ctx: GraphContext, full: bool) -> None:
+        st = self.state
+        states = await ctx.settings_snapshot()
+        st.settings = {s.component_address: s for s in states}
+        history = await ctx.settings_events(after_seq=0 if full else self._settings_seq)
+        for event in history.events:
+            self._remember(event)
+        self._settings_seq = max([self._settings_seq, history.last_seq, *(s.seq for s in states)])
+        for address, state in st.settings.items():
+            st.initial_settings.setdefault(address, state.value.structured_value)
+        st.data_time = time.time()
+        self._notify("settings")
+
+    def _remember(self, event: SettingsChangedEvent) -> None:
+        st = self.state
+        history = st.settings_history.setdefault(event.component_address, collections.deque(maxlen=200))
+        if not history or history[-1].seq < event.seq:
+            history.append(event)
+        if event.event_type is SettingsEventType.INITIAL_SETTINGS:
+            st.initial_settings[event.component_address] = event.value.structured_value
+
+    async def _on_settings(self, item: Any, ctx: GraphContext | None) -> None:
+        if isinstance(item, m.StreamGap):
+            if ctx is not None:
+                await self._load_settings(ctx, full=False)
+            return
+        event: SettingsChangedEvent = item
+        self._remember(event)
+        previous = self.state.settings.get(event.component_address)
+        self.state.settings[event.component_address] = SettingsState(
+            event.component_address, event.value,
+            previous.metadata_session_id if previous else event.source_session_id,
+            event.source_process_id, event.seq)
+        self._settings_seq = max(self._settings_seq, event.seq)
+        self.state.data_time = time.time()
+        self._notify("settings")
+
+    # -- profiling and processes --------------------------------------------
+
+    async def _poll_profiling(self, ctx: GraphContext) -> None:
+        while True:
+            interval = max(0.1, self.profiling_interval)
+            result = await ctx.profiling_snapshot_all(timeout_per_process=min(1.0, interval))
+            st = self.state
+            st.profiling = result
+            st.profiling_time = time.time()
+            for snap in result.values():
+                if isinstance(snap, ProcessProfilingSnapshot) and snap.window_seconds > 0:
+                    for p in snap.publishers:
+                        self._history(st.rate_history, p.endpoint_id).append(p.publish_rate_hz_window)
+                    for s in snap.subscribers:
+                        self._history(st.rate_history, s.endpoint_id).append(s.receive_rate_hz_window)
+                        self._history(st.latency_history, s.endpoint_id).append(s.latency_ns_window.p50_ns)
+            self._expire_traces()
+            self._notify("profiling")
+            self._refresh_profiling.clear()
+            try:
+                await asyncio.wait_for(self._refresh_profiling.wait(), interval)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+
+    @staticmethod
+    def _history(table: dict[str, collections.deque[float]], key: str) -> collections.deque[float]:
+        if key not in table:
+            table[key] = collections.deque(maxlen=HISTORY)
+        return table[key]
+
+    async def _poll_stats(self, ctx: GraphContext) -> None:
+        while True:
+            snap = self.state.snapshot
+            targets = [(p.process_id, sorted(p.units)[0]) for p in (snap.processes if snap else ()) if p.units]
+
+            async def ask(unit: str) -> dict[str, Any] | None:
+                try:
+                    start = time.perf_counter()
+                    await ctx.process_ping(unit, timeout=1.0)
+                    rtt = time.perf_counter() - start
+                    stats = await ctx.process_stats(unit, timeout=1.0)
+                    return {**stats, "ping_ms": rtt * 1000.0}
+                except ConnectionClosed:
+                    raise
+                except ConsoleError as exc:
+                    return {"error": str(exc)}
+
+            results = await asyncio.gather(*(ask(unit) for _pid, unit in targets))
+            self.state.process_stats = {pid: r for (pid, _unit), r in zip(targets, results) if r is not None}
+            self._notify("processes")
+            await asyncio.sleep(STATS_INTERVAL_S)
+
+    # -- tracing -------------------------------------------------------------
+
+    def _on_trace(self, item: Any, _ctx: Any) -> None:
+        if not isinstance(item, ProfilingTraceEvent):
+            return
+        wanted = self.state.traced
+        added = False
+        for batch in item.batches:
+            for sample in batch.samples:
+                if sample.endpoint_id in wanted:
+                    self.state.trace_samples.append(sample)
+                    added = True
+        if added:
+            self._notify("trace")
+
+    def _expire_traces(self) -> None:
+        now = time.monotonic()
+        for endpoint_id in [e for e, t in self.state.traced.items() if t.expires_mono <= now]:
+            del self.state.traced[endpoint_id]
+            self._notify("trace")
+
+    async def set_trace(self, endpoint_id: str, on: bool, ttl_seconds: float = TRACE_TTL_S) -> None:
+        """Trace one endpoint (or stop). Other endpoints this console traces in the same
+        process stay traced: a process has one trace control, so it is rebuilt here."""
+        ctx = self._mutable()
+        found = self._endpoint(endpoint_id)
+        if found is None:
+            raise ConsoleError(f"no endpoint {endpoint_id} in the current profiling data")
+        process_id, unit, topic, is_pub = found
+        traced = self.state.traced
+        if on:
+            traced[endpoint_id] = Traced(endpoint_id, topic, unit, process_id, is_pub, time.monotonic() + ttl_seconds)
+        else:
+            traced.pop(endpoint_id, None)
+        mine = [t for t in traced.values() if t.process_id == process_id]
+        if mine:
+            control = ProfilingTraceControl(
+                enabled=True,
+                publisher_endpoint_ids=tuple(t.endpoint_id for t in mine if t.publisher) or MATCH_NONE,
+                subscriber_endpoint_ids=tuple(t.endpoint_id for t in mine if not t.publisher) or MATCH_NONE,
+                ttl_seconds=max(t.expires_mono for t in mine) - time.monotonic())
+        else:
+            control = ProfilingTraceControl(enabled=False)
+        try:
+            await ctx.process_set_profiling_trace(unit, control)
+        except ConsoleError:
+            if on:
+                traced.pop(endpoint_id, None)
+            raise
+        finally:
+            self._notify("trace")
+
+    def _endpoint(self, endpoint_id: str) -> tuple[str, str, str, bool] | None:
+        """(process id, a unit of that process, topic, is publisher) of a profiled endpoint."""
+        snap = self.state.snapshot
+        units = {p.process_id: sorted(p.units)[0] for p in (snap.processes if snap else ()) if p.units}
+        for process_id, prof in self.state.profiling.items():
+            if not isinstance(prof, ProcessProfilingSnapshot) or process_id not in units:
+                continue
+            for p in prof.publishers:
+                if p.endpoint_id == endpoint_id:
+                    return process_id, units[process_id], p.topic, True
+            for s in prof.subscribers:
+                if s.endpoint_id == endpoint_id:
+                    return process_id, units[process_id], s.topic, False
+        return None
+
+    # -- settings edits ------------------------------------------------------
+
+    def _mutable(self) -> GraphContext:
+        if self.read_only:
+            raise PermissionDenied("the console is read-only (started with --read-only)")
+        if self.ctx is None or self.state.stale:
+            raise ConnectionClosed(f"not connected to the GraphServer at {self.address}")
+        return self.ctx
+
+    async def update_setting(self, component: str, field_path: str, value: Any, *,
+                             expected_seq: int | None = None, record_undo: bool = True) -> dict[str, Any]:
+        ctx = self._mutable()
+        before = self.state.settings.get(component)
+        reply = await ctx.update_setting(component, field_path, value, expected_seq=expected_seq)
+        if record_undo and before is not None:
+            self.undo_stack.append((component, field_path, _at_path(before.value.structured_value, field_path)))
+        return reply
+
+    async def undo(self) -> tuple[str, str, Any] | None:
+        """Revert the last edit made from this console; returns what was restored (None if nothing)."""
+        if not self.undo_stack:
+            return None
+        component, path, value = self.undo_stack[-1]
+        await self.update_setting(component, path, value, record_undo=False)
+        self.undo_stack.pop()
+        return component, path, value
+
+
+def _at_path(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value

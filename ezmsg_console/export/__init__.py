@@ -1,0 +1,1 @@
+"""Headless tools: snapshot documents and their formats, scripted get/set, event watching."""

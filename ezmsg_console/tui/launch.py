@@ -1,0 +1,62 @@
+"""Start-up of the console: find the GraphServer, or start an embedded one with the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from ..client.context import GraphContext
+from ..protocol.address import Address, resolve_address, resolve_token
+from ..protocol.errors import ConsoleError, ServerUnreachable
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 1.0
+
+
+@dataclasses.dataclass
+class Target:
+    address: Address
+    token: str | None
+    embedded: Any = None  # an EmbeddedDemo this process started (stop it when done)
+
+
+async def reachable(address: Address, token: str | None, timeout: float = PROBE_TIMEOUT) -> bool:
+    try:
+        async with GraphContext(address, token=token, timeout=timeout, name="ezmsg-console probe"):
+            return True
+    except (ServerUnreachable, OSError, asyncio.TimeoutError, TimeoutError):
+        return False
+    except ConsoleError:
+        return True  # it answered (e.g. refused our token): report that when we really connect
+
+
+def find_or_embed(address: Any = None, token: str | None = None, *, embed: bool = True,
+                  demo: bool = False) -> Target:
+    """The GraphServer to show. With nobody answering at ``address``: an embedded
+    GraphServer (on that address if it is free, else any free port) with the demo
+    pipeline, if ``embed``; otherwise ServerUnreachable. ``demo`` runs the demo
+    even when a server answers (on that server)."""
+    from ..runtime.embedded import EmbeddedDemo
+
+    resolved = resolve_address(address)
+    token = resolve_token(token)
+    if asyncio.run(reachable(resolved, token)):
+        if not demo:
+            return Target(resolved, token)
+        embedded = EmbeddedDemo(resolved, token=token)
+        embedded.start_pipeline_only()
+        return Target(resolved, token, embedded)
+    if not embed:
+        raise ServerUnreachable(f"no GraphServer answers at {resolved} (and --no-embed was given)",
+                                {"address": str(resolved)})
+    embedded = EmbeddedDemo(resolved, token=token)
+    try:
+        bound = embedded.start()
+    except (ConsoleError, OSError) as exc:
+        log.info("cannot listen on %s (%s); using a free port", resolved, exc)
+        embedded = EmbeddedDemo(Address(resolved.host, 0), token=token)
+        bound = embedded.start()
+    return Target(bound, token, embedded)

@@ -1,0 +1,178 @@
+"""The Settings tab on the real demo: list, keyboard edit, validation, refusal, undo, diff, read-only.
+
+Tests read the current values first (earlier tests may have edited them) and
+only assume the demo's schema (cutoff_hz: float in [0.5, 200] Hz).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import OptionList
+
+from ezmsg_console.tui.editor import DiffScreen, EditorScreen
+from ezmsg_console.tui.settings import SettingsPane
+from ezmsg_console.tui.table import LiveTable
+
+from .conftest import DEMO_UNITS, wait_until
+
+FILTER = "DEMO/FILTER"
+
+
+def _pane(app: Any) -> SettingsPane:
+    return app.query_one("#pane-settings", SettingsPane)
+
+
+def _cutoff(app: Any) -> float:
+    return float(app.monitor.state.settings[FILTER].value.structured_value["cutoff_hz"])
+
+
+def _seq(app: Any) -> int:
+    return int(app.monitor.state.settings[FILTER].seq)
+
+
+def _keys_to(table: LiveTable, key: str) -> list[str]:
+    """The keys that move the cursor to ``key``: top, then down."""
+    return ["g", *["j"] * table.shown_keys.index(key)]
+
+
+async def _move_to(pilot: Any, table: LiveTable, key: str) -> None:
+    await wait_until(pilot, lambda: key in table.shown_keys, f"{key} listed")
+    await pilot.press(*_keys_to(table, key))
+    assert table.selected_key == key, f"could not reach {key} in {table.shown_keys}"
+
+
+async def _open_field(app: Any, pilot: Any, component: str, field: str) -> SettingsPane:
+    """Keyboard only: focus the tab, pick the component, enter (to its fields), pick the field."""
+    pane = _pane(app)
+    components, fields = pane.table("components"), pane.table("fields")
+    await wait_until(pilot, lambda: component in components.shown_keys, f"{component} listed")
+    await pilot.press("1", *_keys_to(components, component), "enter")
+    assert pane.selected == component and fields.table.has_focus
+    await _move_to(pilot, fields, field)
+    return pane
+
+
+async def _type(pilot: Any, text: str) -> None:
+    await pilot.press(*list(text))
+
+
+def _new_cutoff(app: Any) -> float:
+    """An in-range value different from both the current and the initial one."""
+    initial = app.monitor.state.initial_settings[FILTER]["cutoff_hz"]
+    return next(v for v in (42.5, 37.25, 55.0) if v not in (_cutoff(app), initial))
+
+
+async def test_lists_the_components_with_settings(console: Any) -> None:
+    async with console() as (app, pilot):
+        pane = _pane(app)
+        components = pane.table("components")
+        await wait_until(pilot, lambda: DEMO_UNITS <= set(components.shown_keys), "the 4 demo units")
+        demo_has_settings = app.monitor.state.settings["DEMO"].value.structured_value is not None
+        assert ("DEMO" in components.shown_keys) == demo_has_settings
+        for unit in DEMO_UNITS:
+            assert components.row_as_dict(unit)["edit"] is True and components.row_as_dict(unit)["kind"] == "unit"
+        app.show_tab("settings", "DEMO/FILTER/OUTPUT")  # a topic selects its unit
+        await wait_until(pilot, lambda: pane.selected == FILTER, "DEMO/FILTER selected")
+        fields = pane.table("fields")
+        await wait_until(pilot, lambda: set(fields.shown_keys) == {"cutoff_hz", "order", "mode", "sample_rate_hz"},
+                         "the filter's fields")
+        row = fields.row_as_dict("cutoff_hz")
+        assert row["limits"] == "[0.5, 200] Hz" and row["type"] == "float"
+        name, rows = pane.export_rows()
+        assert name == "settings" and {r["field"] for r in rows} == set(fields.shown_keys)
+        assert next(r for r in rows if r["field"] == "sample_rate_hz")["read_only"] is True
+
+        # A read-only field does not open an editor, and says why.
+        await pilot.press("l")
+        await _move_to(pilot, fields, "sample_rate_hz")
+        await pilot.press("e")
+        assert not isinstance(app.screen, EditorScreen)
+        assert "sample_rate_hz is read-only" in str(pane.query_one("#settings-status").render())
+
+        # An enum gets a list of its choices; esc cancels without sending anything.
+        seq = _seq(app)
+        await _move_to(pilot, fields, "mode")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the mode editor")
+        assert app.screen.kind == "choice" and isinstance(app.screen.query_one("#value"), OptionList)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, EditorScreen) and _seq(app) == seq
+
+
+async def test_edit_by_keyboard_then_diff_and_undo(console: Any) -> None:
+    async with console() as (app, pilot):
+        pane = await _open_field(app, pilot, FILTER, "cutoff_hz")
+        before, seq = _cutoff(app), _seq(app)
+        new = _new_cutoff(app)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the editor")
+        editor = app.screen
+        assert editor.kind == "float" and editor.seq == seq
+        await _type(pilot, str(new))  # the current text is selected: typing replaces it
+        assert editor.reason is None and editor.candidate == new
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: _cutoff(app) == new, "the new cutoff in the unit")
+        new_seq = _seq(app)
+        assert new_seq > seq
+        states = {s.component_address: s for s in await app.monitor.ctx.settings_snapshot()}  # asks the server
+        assert states[FILTER].value.structured_value["cutoff_hz"] == new
+        history = pane.table("history")
+        await wait_until(pilot, lambda: str(new_seq) in history.shown_keys, "the edit in the history panel")
+        assert history.row_as_dict(str(new_seq))["source"] == "you"
+        assert "cutoff_hz" in history.row_as_dict(str(new_seq))["changes"]
+        fields = pane.table("fields")
+        await wait_until(pilot, lambda: fields.row_as_dict("cutoff_hz")["value"] == new, "the row's new value")
+
+        await pilot.press("d")
+        assert isinstance(app.screen, DiffScreen)
+        assert "cutoff_hz" in app.screen.text and f"{new:g}" in app.screen.text
+        await pilot.press("escape", "u")
+        assert not isinstance(app.screen, DiffScreen)
+        await wait_until(pilot, lambda: _cutoff(app) == before, "the undone cutoff")
+        assert _seq(app) > new_seq
+
+
+async def test_out_of_range_value_is_refused_while_typing_and_stale_edits_are_refused(console: Any) -> None:
+    async with console() as (app, pilot):
+        pane = await _open_field(app, pilot, FILTER, "cutoff_hz")
+        before, seq = _cutoff(app), _seq(app)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the editor")
+        editor = app.screen
+        await _type(pilot, "5000")
+        assert editor.reason == "cutoff_hz: expected a float in [0.5, 200], got 5000.0"
+        assert "expected a float in [0.5, 200]" in str(editor.query_one("#reason").render())
+        await pilot.press("enter")  # refused locally: the editor stays, nothing is sent
+        assert app.screen is editor and "fix it" in str(editor.query_one("#reason").render())
+        assert _seq(app) == seq and _cutoff(app) == before and not pane.errors
+
+        # Someone else changes the unit while our editor is open: the server refuses ours (Conflict),
+        # since the editor sends the seq it showed.
+        other = _new_cutoff(app)
+        await app.monitor.update_setting(FILTER, "cutoff_hz", other, record_undo=False)  # not through the tab
+        await wait_until(pilot, lambda: _cutoff(app) == other, "the other client's edit")
+        await pilot.press("ctrl+u", *"12.5")
+        assert editor.reason is None
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: (FILTER, "cutoff_hz") in pane.errors, "the refusal")
+        assert "CONFLICT" in pane.errors[(FILTER, "cutoff_hz")] and _cutoff(app) == other
+        fields = pane.table("fields")
+        await wait_until(pilot, lambda: "refused" in fields.row_as_dict("cutoff_hz")["note"], "the refusal in the row")
+        assert "refused" in str(pane.query_one("#settings-status").render())
+        await app.monitor.update_setting(FILTER, "cutoff_hz", before, record_undo=False)  # put it back
+        await wait_until(pilot, lambda: _cutoff(app) == before, "the cutoff put back")
+        drawn = app.redraws
+        await wait_until(pilot, lambda: app.redraws > drawn, "a redraw before leaving")
+
+
+async def test_read_only_console_refuses_edits(console: Any) -> None:
+    async with console(read_only=True) as (app, pilot):
+        pane = await _open_field(app, pilot, FILTER, "cutoff_hz")
+        seq = _seq(app)
+        await pilot.press("enter", "e")
+        assert not isinstance(app.screen, EditorScreen)
+        assert "read-only console" in str(pane.query_one("#settings-status").render())
+        await pilot.press("u")
+        assert "read-only" in str(pane.query_one("#settings-status").render())
+        assert _seq(app) == seq and not app.monitor.undo_stack
