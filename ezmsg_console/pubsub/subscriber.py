@@ -88,12 +88,9 @@ class Delivery:
             owner = self._owner
             if owner is not None:
                 if owner.histograms:
-                    v = end - start  # Histogram.record, inlined: this runs for every message
-                    if v >= 8:
-                        b = v.bit_length()
-                        owner.handler_counts[(b << 2) | ((v >> (b - 3)) & 3) if b <= 62 else -1] += 1
-                    else:
-                        owner.handler_counts[v if v > 0 else 0] += 1
+                    w = end - start + 8  # histogram.bucket_of, inlined: this runs for every message
+                    b = w.bit_length()
+                    owner.handler_counts[(b << 2) | ((w >> (b - 3)) & 3)] += 1
                 if owner.trace is not None:
                     owner.trace(self, start, end)
         if self._acked:
@@ -218,22 +215,23 @@ class Subscriber:
         The time from here to ``done()`` is recorded as handler time, and the
         time since it was published (same host) as latency.
         """
-        while not self._queue:
+        queue = self._queue
+        while not queue:
             if self.closed:
                 raise ConsoleError(f"subscriber on {self.topic} is closed")
             self._arrived.clear()
             await self._arrived.wait()
-        delivery = self._queue.popleft()
-        if self.histograms or self.trace is not None:
+        delivery = queue.popleft()
+        if self.histograms:
             now = _monotonic_ns()
             delivery.start_ns = now
-            if self.histograms and delivery.publish_ns:
-                v = now - delivery.publish_ns  # Histogram.record, inlined: this runs for every message
-                if v >= 8:
-                    b = v.bit_length()
-                    self.latency_counts[(b << 2) | ((v >> (b - 3)) & 3) if b <= 62 else -1] += 1
-                else:
-                    self.latency_counts[v if v > 0 else 0] += 1
+            published = delivery.publish_ns
+            if published:
+                w = now - published + 8  # histogram.bucket_of, inlined: this runs for every message
+                b = w.bit_length()
+                self.latency_counts[(b << 2) | ((w >> (b - 3)) & 3)] += 1
+        elif self.trace is not None:
+            delivery.start_ns = _monotonic_ns()
         return delivery
 
     async def recv(self) -> Any:
