@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 from textual.widgets import TabbedContent
 
 from ezmsg_console.tui.header import ConsoleHeader
 from ezmsg_console.tui.help import HelpScreen
 
+from ..demo import running_demo
 from .conftest import wait_until
 
 
@@ -43,3 +46,74 @@ async def test_pause_stops_redraws_while_data_keeps_arriving(console: Any) -> No
         assert app.redraws == frozen
         await pilot.press("p")
         await wait_until(pilot, lambda: app.redraws > frozen, "a redraw after resuming")
+
+
+async def test_server_loss_shows_reconnecting_and_the_console_recovers() -> None:
+    """A GraphServer of its own (no demo): killed, then started again on the same address."""
+    from ezmsg_console.client.monitor import ConnState, GraphMonitor
+    from ezmsg_console.server import GraphServer
+    from ezmsg_console.tui.app import ConsoleApp
+
+    from ..conftest import TIMEOUT
+
+    first = GraphServer("127.0.0.1:0")
+    address = first.start_in_thread(TIMEOUT)
+    second = None
+    monitor = GraphMonitor(address, profiling_interval=0.5, timeout=TIMEOUT)
+    app = ConsoleApp(monitor)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            header = app.header
+            await wait_until(pilot, lambda: "connected" in str(header.render()), "connected")
+            old_epoch = monitor.state.server_epoch
+            first.stop_thread()
+            await wait_until(pilot, lambda: "reconnecting" in str(header.render()), "reconnecting in the header")
+            assert "STALE" in str(header.render())  # the last data is kept, marked stale
+            second = GraphServer(str(address))
+            second.start_in_thread(TIMEOUT)
+            await wait_until(pilot, lambda: monitor.state.conn_state is ConnState.CONNECTED
+                             and "● connected" in str(header.render()), "recovered")
+            assert monitor.state.server_epoch != old_epoch
+            assert "STALE" not in str(header.render())
+            await app.shutdown()
+    finally:
+        first.stop_thread()
+        if second is not None:
+            second.stop_thread()
+
+
+@pytest.fixture
+def own_demo() -> Iterator[Any]:
+    """A demo only this test uses (the console under test stops it)."""
+    with running_demo() as demo:
+        yield demo
+
+
+async def test_quit_stops_the_embedded_demo_and_its_tracing(own_demo: Any) -> None:
+    """``q`` on a console that started the demo: tracing off, workers gone, no shared memory left."""
+    import psutil
+
+    from ezmsg_console.client.monitor import GraphMonitor
+    from ezmsg_console.pubsub import shm
+    from ezmsg_console.tui.app import ConsoleApp
+
+    demo = own_demo
+    if True:
+        run_tag = demo.runner.run_tag
+        workers = [psutil.Process(w.proc.pid) for w in demo.runner.workers]
+        assert len(workers) == 3
+        monitor = GraphMonitor(demo.address, profiling_interval=0.5)
+        app = ConsoleApp(monitor, embedded=demo)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: bool(monitor.state.profiling), "profiling data")
+            endpoint = next(s.endpoint_id for p in monitor.state.profiling.values()
+                            for s in getattr(p, "subscribers", ()) if s.topic == "DEMO/FILTER/INPUT")
+            await monitor.set_trace(endpoint, True, ttl_seconds=60)
+            tracer_was_on = bool(monitor.state.traced)
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.embedded is None, "the console stopping the demo", timeout=30)
+        assert tracer_was_on and not monitor.state.traced
+        assert app.return_value == 0
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers still running: {alive}"
+        assert shm.ours(run_tag + "_") == []
