@@ -111,7 +111,7 @@ async def control_plane(cfg: dict, conn: Any, host: Any, unit: str) -> tuple[Any
     def counting_send(msg: Any) -> None:
         if isinstance(msg, ProcessProfilingTraceUpdate):
             pushed["batches"] += 1
-            pushed["samples"] += len(msg.batch.samples)
+            pushed["samples"] += msg.batch.n_samples
             pushed["dropped"] += msg.batch.dropped
         send(msg)
 
@@ -325,7 +325,7 @@ class IngestCounter:
 
         def counting_ingest(process_id: str, pid: int, host: str, batch: Any) -> None:
             self.batches += 1
-            self.samples += len(batch.samples)
+            self.samples += batch.n_samples
             ingest(process_id, pid, host, batch)
 
         hub.ingest = counting_ingest

@@ -382,9 +382,10 @@ class GraphMonitor:
         wanted = self.state.traced
         added = False
         for batch in item.batches:
-            for sample in batch.samples:
-                if sample.endpoint_id in wanted:
-                    self.state.trace_samples.append(sample)
+            if batch.n_samples and wanted:
+                samples = batch.select(wanted)  # objects are built only for the traced endpoints
+                if samples:
+                    self.state.trace_samples.extend(samples)
                     added = True
         if added:
             self._notify("trace")

@@ -11,13 +11,19 @@ snapshot. ``SET_PROFILING_TRACE`` takes a :class:`ProfilingTraceControl`;
 while tracing, the process pushes :class:`ProcessProfilingTraceUpdate` to the
 GraphServer, which keeps a bounded buffer per process and serves every
 ``subscribe_profiling_trace`` observer from its own cursor
-(:class:`ProfilingTraceEvent` on the ``profiling`` stream).
+(:class:`ProfilingTraceEvent` on the ``profiling`` stream). Trace samples
+travel as columns (:class:`ProfilingTraceBatch`), about 28 bytes a sample,
+and are only turned into :class:`ProfilingTraceSample` objects by whoever
+reads them.
 """
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import enum
+import sys
+from typing import Any, Collection, Iterable
 
 from .graph import Event
 from .messages import Request
@@ -75,22 +81,240 @@ class ProfilingTraceSample:
     sample_seq: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+MAX_TRACE_ENDPOINTS = 1 << 16
+"""Entries an ``endpoints`` table may have (``endpoint_index`` is uint16)."""
+MAX_TRACE_TABLE = 1 << 8
+"""Entries a ``metrics`` or ``channels`` table may have (their indexes are uint8)."""
+
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def int64_bytes(values: Any) -> bytes:
+    """A little-endian int64 column from ints, an ``array('q')`` or an integer numpy array."""
+    if isinstance(values, array.array) and values.typecode == "q":
+        col = values
+    elif hasattr(values, "dtype"):
+        return values.astype("<i8", copy=False).tobytes()
+    else:
+        col = array.array("q", values)
+    if _BIG_ENDIAN:
+        col = array.array("q", col)
+        col.byteswap()
+    return col.tobytes()
+
+
+def int64_column(data: bytes) -> array.array:
+    """The ints of a little-endian int64 column."""
+    col = array.array("q")
+    col.frombytes(data)
+    if _BIG_ENDIAN:
+        col.byteswap()
+    return col
+
+
+def uint16_bytes(values: Any) -> bytes:
+    """A little-endian uint16 column from ints or an integer numpy array."""
+    if hasattr(values, "dtype"):
+        return values.astype("<u2", copy=False).tobytes()
+    col = array.array("H", values)
+    if _BIG_ENDIAN:
+        col.byteswap()
+    return col.tobytes()
+
+
+def uint16_column(data: bytes) -> array.array:
+    """The ints of a little-endian uint16 column."""
+    col = array.array("H")
+    col.frombytes(data)
+    if _BIG_ENDIAN:
+        col.byteswap()
+    return col
+
+
+def _check_index(name: str, column: bytes, size: int, width: int) -> None:
+    """Every index in ``column`` (``width`` bytes each, little-endian) is below ``size``."""
+    if not column or size >= 1 << (8 * width):
+        return
+    if width == 1:
+        bad = column.translate(None, bytes(range(size)))
+    elif size <= 256:  # the high bytes must be 0 and the low bytes in range
+        bad = column[1::2].translate(None, b"\0") + column[0::2].translate(None, bytes(range(size)))
+    else:
+        import numpy as np  # a table this big is rare; numpy is a dependency anyway
+
+        bad = b"" if int(np.frombuffer(column, "<u2").max()) < size else b"\1"
+    if bad:
+        raise ValueError(f"{name} refers past its table of {size}")
+
+
+_COLUMNS = (("timestamps", 8), ("values", 8), ("seqs", 8), ("endpoint_index", 2), ("metric_index", 1),
+            ("channel_index", 1))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, init=False, repr=False)
 class ProfilingTraceBatch:
-    """Samples of one process, oldest first. ``dropped``: samples the process's
-    ring overwrote before they were read. ``gap_from``..``gap_to`` (server
-    sequence numbers of this process's samples) were skipped because this
-    reader fell behind what the server retains."""
+    """Samples of one process, oldest first, as columns.
+
+    Sample ``i`` is ``timestamps[i]`` (``timestamp_mono_ns``), ``values[i]``
+    (``value_ns``) and ``seqs[i]`` (``sample_seq``), each a little-endian int64
+    column, and ``endpoints[endpoint_index[i]]`` with its topic
+    ``topics[endpoint_index[i]]`` (uint16 little-endian),
+    ``metrics[metric_index[i]]`` and ``channels[channel_index[i]]`` (uint8). The
+    tables may list entries no sample uses. Every column has one entry per
+    sample and every index is within its table, or the batch is refused
+    (``ValueError``; a ``DecodeError`` on the wire). Checking is O(columns), not
+    O(samples), in Python.
+
+    :attr:`samples` builds :class:`ProfilingTraceSample` objects (a new tuple
+    each time); the constructor also still takes ``samples=`` and builds the
+    columns from them. ``dropped``: samples the process's ring overwrote before
+    they were read. ``gap_from``..``gap_to`` (server sequence numbers of this
+    process's samples) were skipped because this reader fell behind what the
+    server retains."""
 
     process_id: str
     pid: int
     host: str
-    samples: tuple[ProfilingTraceSample, ...]
     dropped: int = 0
     tracing: bool = False
     timestamp_wall_s: float = 0.0
     gap_from: int | None = None
     gap_to: int | None = None
+    endpoints: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    timestamps: bytes = b""
+    values: bytes = b""
+    seqs: bytes = b""
+    endpoint_index: bytes = b""
+    metric_index: bytes = b""
+    channel_index: bytes = b""
+
+    def __init__(self, process_id: str, pid: int, host: str,
+                 samples: Iterable[ProfilingTraceSample] | None = None, dropped: int = 0, tracing: bool = False,
+                 timestamp_wall_s: float = 0.0, gap_from: int | None = None, gap_to: int | None = None, *,
+                 endpoints: tuple[str, ...] = (), topics: tuple[str, ...] = (), metrics: tuple[str, ...] = (),
+                 channels: tuple[str, ...] = (), timestamps: bytes = b"", values: bytes = b"", seqs: bytes = b"",
+                 endpoint_index: bytes = b"", metric_index: bytes = b"", channel_index: bytes = b"") -> None:
+        columns: dict[str, Any] = dict(
+            endpoints=endpoints, topics=topics, metrics=metrics, channels=channels, timestamps=timestamps,
+            values=values, seqs=seqs, endpoint_index=endpoint_index, metric_index=metric_index,
+            channel_index=channel_index)
+        if samples is not None:
+            if any(columns.values()):
+                raise TypeError("give either samples or columns, not both")
+            columns = _columns_of(samples)
+        else:
+            columns = {k: tuple(v) if isinstance(v, list) else _as_bytes(v) if k in _COLUMN_NAMES else v
+                       for k, v in columns.items()}
+        _check_columns(columns)
+        setattr_ = object.__setattr__
+        for name, value in (("process_id", process_id), ("pid", pid), ("host", host), ("dropped", dropped),
+                            ("tracing", tracing), ("timestamp_wall_s", timestamp_wall_s), ("gap_from", gap_from),
+                            ("gap_to", gap_to), *columns.items()):
+            setattr_(self, name, value)
+
+    @classmethod
+    def unchecked(cls, process_id: str, pid: int, host: str, dropped: int, tracing: bool,
+                  timestamp_wall_s: float, gap_from: int | None, gap_to: int | None, endpoints: tuple[str, ...],
+                  topics: tuple[str, ...], metrics: tuple[str, ...], channels: tuple[str, ...], timestamps: bytes,
+                  values: bytes, seqs: bytes, endpoint_index: bytes, metric_index: bytes,
+                  channel_index: bytes) -> "ProfilingTraceBatch":
+        """Build from columns its producer already knows to be consistent (no O(n) index check)."""
+        self = object.__new__(cls)
+        setattr_ = object.__setattr__
+        for name, value in zip(_FIELD_NAMES, (process_id, pid, host, dropped, tracing, timestamp_wall_s, gap_from,
+                                              gap_to, endpoints, topics, metrics, channels, timestamps, values,
+                                              seqs, endpoint_index, metric_index, channel_index)):
+            setattr_(self, name, value)
+        return self
+
+    @property
+    def n_samples(self) -> int:
+        """How many samples the batch holds (no objects are built)."""
+        return len(self.timestamps) >> 3
+
+    @property
+    def samples(self) -> tuple[ProfilingTraceSample, ...]:
+        """Every sample as a :class:`ProfilingTraceSample` (built on each access)."""
+        return self.select(None)
+
+    def select(self, endpoint_ids: Collection[str] | None) -> tuple[ProfilingTraceSample, ...]:
+        """The samples of ``endpoint_ids`` (None: all), built only for those endpoints."""
+        if not self.timestamps:
+            return ()
+        endpoint = uint16_column(self.endpoint_index)
+        columns: tuple[Any, ...] = (int64_column(self.timestamps), endpoint, self.metric_index,
+                                    int64_column(self.values), self.channel_index, int64_column(self.seqs))
+        if endpoint_ids is not None:
+            wanted = {i for i, e in enumerate(self.endpoints) if e in endpoint_ids}
+            if not wanted:
+                return ()
+            if len(wanted) < len(self.endpoints):
+                keep = [i for i, e in enumerate(endpoint) if e in wanted]
+                columns = tuple([col[i] for i in keep] for col in columns)
+        ts, endpoint, metric, value, channel, seq = columns
+        eps, topics, metrics, channels = self.endpoints, self.topics, self.metrics, self.channels
+        return tuple(map(ProfilingTraceSample, ts, map(eps.__getitem__, endpoint), map(topics.__getitem__, endpoint),
+                         map(metrics.__getitem__, metric), value, map(channels.__getitem__, channel), seq))
+
+    def __repr__(self) -> str:
+        gap = f", gap={self.gap_from}..{self.gap_to}" if self.gap_from is not None else ""
+        return (f"ProfilingTraceBatch(process_id={self.process_id!r}, pid={self.pid}, host={self.host!r}, "
+                f"n_samples={self.n_samples}, endpoints={len(self.endpoints)}, dropped={self.dropped}, "
+                f"tracing={self.tracing}, timestamp_wall_s={self.timestamp_wall_s}{gap})")
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ProfilingTraceBatch))
+_COLUMN_NAMES = frozenset(name for name, _width in _COLUMNS)
+
+
+def _as_bytes(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview, array.array)):
+        return memoryview(value).cast("B").tobytes()
+    return value
+
+
+def _check_columns(c: dict[str, Any]) -> None:
+    for name, _width in _COLUMNS:
+        if not isinstance(c[name], bytes):
+            raise TypeError(f"{name} must be bytes, got {type(c[name]).__name__}")
+    n, rest = divmod(len(c["timestamps"]), 8)
+    lengths = {name: len(c[name]) for name, _width in _COLUMNS}
+    if rest or any(lengths[name] != n * width for name, width in _COLUMNS):
+        raise ValueError(f"trace columns disagree on the number of samples: {lengths} bytes")
+    if len(c["topics"]) != len(c["endpoints"]):
+        raise ValueError(f"{len(c['endpoints'])} endpoints but {len(c['topics'])} topics")
+    if len(c["endpoints"]) > MAX_TRACE_ENDPOINTS or max(len(c["metrics"]), len(c["channels"])) > MAX_TRACE_TABLE:
+        raise ValueError(f"a trace batch names at most {MAX_TRACE_ENDPOINTS} endpoints and "
+                         f"{MAX_TRACE_TABLE} metrics and channels")
+    _check_index("endpoint_index", c["endpoint_index"], len(c["endpoints"]), 2)
+    _check_index("metric_index", c["metric_index"], len(c["metrics"]), 1)
+    _check_index("channel_index", c["channel_index"], len(c["channels"]), 1)
+
+
+def _columns_of(samples: Iterable[ProfilingTraceSample]) -> dict[str, Any]:
+    """Columns and tables (in first-seen order) of sample objects."""
+    endpoints: dict[tuple[str, str], int] = {}
+    metrics: dict[str, int] = {}
+    channels: dict[str, int] = {}
+    ts, values, seqs, endpoint, metric, channel = [], [], [], [], [], []
+    for s in samples:
+        ts.append(s.timestamp_mono_ns)
+        values.append(s.value_ns)
+        seqs.append(s.sample_seq)
+        endpoint.append(endpoints.setdefault((s.endpoint_id, s.topic), len(endpoints)))
+        metric.append(metrics.setdefault(s.metric, len(metrics)))
+        channel.append(channels.setdefault(s.channel_kind, len(channels)))
+    if len(metrics) > MAX_TRACE_TABLE or len(channels) > MAX_TRACE_TABLE or len(endpoints) > MAX_TRACE_ENDPOINTS:
+        raise ValueError("too many distinct endpoints, metrics or channels for one trace batch")
+    return dict(endpoints=tuple(e for e, _t in endpoints), topics=tuple(t for _e, t in endpoints),
+                metrics=tuple(metrics), channels=tuple(channels), timestamps=int64_bytes(ts),
+                values=int64_bytes(values), seqs=int64_bytes(seqs), endpoint_index=uint16_bytes(endpoint),
+                metric_index=bytes(metric), channel_index=bytes(channel))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

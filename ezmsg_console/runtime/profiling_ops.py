@@ -4,8 +4,22 @@
 asking session), ``SET_PROFILING_TRACE`` reconfigures tracing (clearing what
 was recorded), ``GET_PROFILING_TRACE_BATCH`` drains recorded samples. While
 tracing is on, a push loop sends what was recorded to the GraphServer every
-``push_interval`` seconds (PROCESS_PROFILING_TRACE_UPDATE), and switches
+``push_interval`` seconds (PROCESS_PROFILING_TRACE_UPDATE, columnar, up to
+``PUSH_MAX_SAMPLES`` samples: ~28 bytes each on the wire), and switches
 tracing off when its TTL has passed, so a console that died cannot leave it on.
+
+Between pushes the loop wakes every ``FOLD_INTERVAL`` (5 ms; 50 ms after a
+push that found nothing) to fold the rings that recorded at least
+``FOLD_MIN_ROWS`` rows (see
+:mod:`..profiling.trace`: keeping the hooks' row lists short is what keeps
+the hooks cheap, and it bounds memory) and to check the TTL; a fold that
+leaves a ring half full pushes at once. When a drain finds a ring at least
+half full, the next push comes sooner (down to ``MIN_PUSH_INTERVAL``), and
+goes back towards ``push_interval`` once the rings stay under a fifth full,
+so a busy endpoint is read before its ring overwrites samples. The push
+itself prepares one endpoint at a time and yields to the event loop in
+between: a pub/sub pipeline loses far more to one long pause than the
+pause's CPU time.
 """
 
 from __future__ import annotations
@@ -29,7 +43,11 @@ log = logging.getLogger(__name__)
 
 PUSH_INTERVAL_ENV = "EZMSG_CONSOLE_TRACE_PUSH_INTERVAL"
 DEFAULT_PUSH_INTERVAL = 0.02
-PUSH_MAX_SAMPLES = 5000
+MIN_PUSH_INTERVAL = 0.002
+FOLD_INTERVAL = 0.005
+IDLE_FOLD_INTERVAL = 0.05
+FOLD_MIN_ROWS = 64
+PUSH_MAX_SAMPLES = 50000
 MAX_BATCH_SAMPLES = 100000
 
 
@@ -99,24 +117,46 @@ class ProfilingOps:
 
     def _batch(self, max_samples: int) -> ProfilingTraceBatch:
         self.tracer.expire_if_due()
-        samples, dropped = self.tracer.drain(max_samples)
-        return ProfilingTraceBatch(self.control.process_id, self.control.pid, self.control.host, tuple(samples),
-                                   dropped, self.tracer.enabled, time.time())
+        c = self.tracer.drain(max_samples)
+        return ProfilingTraceBatch.unchecked(
+            self.control.process_id, self.control.pid, self.control.host, c.dropped, self.tracer.enabled,
+            time.time(), None, None, c.endpoints, c.topics, c.metrics, c.channels, c.timestamps, c.values, c.seqs,
+            c.endpoint_index, c.metric_index, c.channel_index)
 
     async def _push_loop(self) -> None:
         """Send recorded samples to the GraphServer while tracing is on; one last batch when it ends."""
+        tracer = self.tracer
+        interval = self.push_interval
+        next_push = time.monotonic() + interval
+        idle = False  # the last push had nothing: fold ticks are rarer until something comes
         while True:
-            await asyncio.sleep(self.push_interval)
-            if self.tracer.enabled:
+            wait = next_push - time.monotonic()
+            await asyncio.sleep(max(0.0, min(wait, IDLE_FOLD_INTERVAL if idle else FOLD_INTERVAL)))
+            if time.monotonic() < next_push and tracer.enabled and not tracer.expire_if_due() \
+                    and tracer.fold(FOLD_MIN_ROWS) < 0.5:
+                continue  # not due, and no ring half full yet
+            if tracer.enabled:
                 # Endpoints created after tracing was switched on are hooked too.
-                self.tracer.install(*self._endpoints())
+                tracer.install(*self._endpoints())
+                # Most of the work, one endpoint at a time, letting the data plane run in
+                # between: a pipeline stalls on one long pause far more than on its CPU time.
+                for ring in list(tracer.rings.values()):
+                    if tracer.prepare(ring):
+                        await asyncio.sleep(0)
             batch = self._batch(PUSH_MAX_SAMPLES)
-            if batch.samples or batch.dropped or not batch.tracing:
+            if batch.timestamps or batch.dropped or not batch.tracing:
+                await asyncio.sleep(0)  # the encoding and the write are the next piece of work
                 conn = self.control.conn
                 if not conn.closed:
                     conn.send(ProcessProfilingTraceUpdate(batch))
             if not batch.tracing:
                 return
+            idle = not batch.timestamps
+            if tracer.fill >= 0.5:
+                interval = max(MIN_PUSH_INTERVAL, interval / 2)
+            elif tracer.fill < 0.2:
+                interval = min(self.push_interval, interval * 2)
+            next_push = time.monotonic() + interval
 
     async def close(self) -> None:
         self.tracer.disable()

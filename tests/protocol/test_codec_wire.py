@@ -534,6 +534,9 @@ BAD_WIRE: dict[str, Any] = {
     "padded address": _set(wire_of("SESSION_REGISTER"), (*COMP, "address"), " A"),
     "bad address inside snapshot": _set(wire_of("SNAPSHOT_REPLY"), (*SNAP_COMP, "address"), "A//B"),
     "non-str key in dict field": _set(wire_of("SNAPSHOT_REPLY"), ("snapshot", "graph"), {b"k": []}),
+    "trace columns disagree": _set(wire_of("PROCESS_PROFILING_TRACE_UPDATE"), ("batch", "seqs"), b"\0" * 8),
+    "trace index past its table": _set(wire_of("PROFILING_TRACE_EVENT"), ("batches", 0, "metric_index"), b"\0\7"),
+    "trace column not bin": _set(wire_of("PROCESS_PROFILING_TRACE_UPDATE"), ("batch", "timestamps"), [1, 2]),
 }
 
 

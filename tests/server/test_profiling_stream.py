@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import random
 
 import pytest
 
@@ -265,10 +266,10 @@ async def test_a_big_backlog_is_sent_in_events_that_fit(make_server, make_ctx, m
     worker = await make_worker(["SYS/A"], srv=server)
     other = await make_worker(["SYS/B"], srv=server)
     sub = await ctx.subscribe_profiling_trace(ProfilingStreamControl(interval=FAST, max_samples=5000))
-    await worker.push(range(2000), dropped=3)  # ~200 KB of samples
+    await worker.push(range(10_000), dropped=3)  # ~280 KB of samples (28 bytes each)
     await other.push(range(10))
-    seqs, events = await collect(sub, worker.process_id, 2000)
-    assert seqs == list(range(2000))  # nothing lost: what did not fit waited for the next tick
+    seqs, events = await collect(sub, worker.process_id, 10_000)
+    assert seqs == list(range(10_000))  # nothing lost: what did not fit waited for the next tick
     assert len(events) > 4 and [e.seq for e in events] == list(range(1, len(events) + 1))
     assert sum(b.dropped for e in events for b in e.batches) == 3
     assert all(b.gap_from is None for e in events for b in e.batches)
@@ -306,3 +307,108 @@ async def test_stream_times_out_cleanly_when_nothing_happens(server, make_ctx):
     sub = await ctx.subscribe_profiling_trace(ProfilingStreamControl(interval=FAST))
     with pytest.raises(RequestTimeout):
         await sub.next(0.1)
+
+
+# -- columnar storage ---------------------------------------------------------------
+
+
+async def test_a_malformed_batch_only_costs_its_sender_the_connection(server, make_ctx, make_worker):
+    """Columns that disagree (here: an endpoint index past the table) are a DecodeError when
+    the frame is read: that process's connection is closed, as for any malformed frame,
+    and nothing of it reaches the hub; the server and everyone else carry on."""
+    ctx = await make_ctx(server.address)
+    good = await make_worker(["SYS/GOOD"])
+    bad = await make_worker(["SYS/BAD"])
+    sub = await ctx.subscribe_profiling_trace(ProfilingStreamControl(interval=FAST))
+    forged = ProfilingTraceBatch.unchecked(  # unchecked: to_wire does not validate, so it reaches the wire
+        "x", 1, "h", 0, True, 0.0, None, None, ("pub-1",), ("SYS/BAD/OUT",), ("publish_delta_ns",), ("",),
+        bytes(16), bytes(16), bytes(16), b"\x00\x00\x07\x00", b"\x00\x00", b"\x00\x00")
+    bad.conn.send(ProcessProfilingTraceUpdate(forged))
+    await asyncio.wait_for(bad.conn.wait_closed(), TIMEOUT)
+    assert bad.process_id not in server.core.profiling.traces
+    await good.push(range(3))
+    seqs, _events = await collect(sub, good.process_id, 3)
+    assert seqs == [0, 1, 2]
+    assert await ctx.ping() < TIMEOUT
+
+
+def _batch(*rows: tuple[int, str, str, str]) -> ProfilingTraceBatch:
+    """A pushed batch of (seq, endpoint id, metric, channel) samples."""
+    return ProfilingTraceBatch("p1", 1, "h", tuple(
+        ProfilingTraceSample(1000 + seq, endpoint, f"T/{endpoint}", metric, seq, channel, seq)
+        for seq, endpoint, metric, channel in rows))
+
+
+def _everything(hub: ProfilingHub, reader) -> list[ProfilingTraceBatch]:
+    out = []
+    while True:
+        hub.tick(reader)
+        event = reader.sub.queue.pop() if len(reader.sub.queue) else None
+        if event is None:
+            return out
+        out.extend(event.batches)
+
+
+async def test_each_update_is_stored_in_the_process_tables() -> None:
+    hub = ProfilingHub(Registry())
+    hub.ingest("p1", 1, "h", _batch((1, "a", "handler_ns", "SHM"), (2, "b", "lease_time_ns", "")))
+    # another worker-side table order (after a reconfigure), and names the process did not use yet
+    hub.ingest("p1", 1, "h", _batch((3, "c", "e2e_latency_ns", "TCP"), (4, "a", "lease_time_ns", "SHM"),
+                                    (5, "b", "handler_ns", "")))
+    hub.subscribe("s1", ProfilingStreamControl(interval=1000.0), lambda: None)
+    (batch,) = _everything(hub, hub.readers["s1"])
+    assert [(s.sample_seq, s.endpoint_id, s.topic, s.metric, s.channel_kind) for s in batch.samples] == [
+        (1, "a", "T/a", "handler_ns", "SHM"), (2, "b", "T/b", "lease_time_ns", ""),
+        (3, "c", "T/c", "e2e_latency_ns", "TCP"), (4, "a", "T/a", "lease_time_ns", "SHM"),
+        (5, "b", "T/b", "handler_ns", "")]
+    assert batch.endpoints == ("a", "b", "c") and len(hub.traces["p1"].chunks) == 1  # small updates merged
+    hub.close()
+
+
+async def test_reads_across_chunks_match_a_plain_list_model() -> None:
+    """Random update sizes, retention limits and read sizes against a list of every sample."""
+    rng = random.Random(5)
+    for limit in (1, 7, 500, 3000):
+        hub = ProfilingHub(Registry(), limit=limit, max_event_bytes=1 << 30)
+        model: list[int] = []  # every sample's seq, in order; per-process seq = index + 1
+        hub.subscribe("s", ProfilingStreamControl(interval=1000.0, max_samples=rng.choice((1, 3, 900, 5000))),
+                      lambda: None)
+        reader = hub.readers["s"]
+        got: list[int] = []
+        gaps: list[tuple[int, int]] = []
+        for _round in range(40):
+            n = rng.choice((0, 1, 2, 50, 1023, 1024, 1500, 4000))
+            base = len(model)
+            hub.ingest("p1", 1, "h", _batch(*[(base + i, "a", "handler_ns", "") for i in range(n)]))
+            model.extend(range(base, base + n))
+            trace = hub.traces["p1"]
+            assert trace.size == min(limit, len(model)) == sum(c.n - c.lo for c in trace.chunks)
+            if rng.random() < 0.5:
+                for batch in _everything(hub, reader):
+                    if batch.gap_from is not None:
+                        gaps.append((batch.gap_from, batch.gap_to))
+                    got.extend(s.sample_seq for s in batch.samples)
+        for batch in _everything(hub, reader):
+            if batch.gap_from is not None:
+                gaps.append((batch.gap_from, batch.gap_to))
+            got.extend(s.sample_seq for s in batch.samples)
+        skipped = {seq - 1 for a, b in gaps for seq in range(a, b + 1)}  # per-process seq -> model value
+        assert sorted(set(got) | skipped) == model and len(got) == len(set(got))  # each sample once, or a gap
+        assert got == sorted(got) and got[-min(limit, len(model)):] == model[-min(limit, len(model)):]
+        hub.close()
+
+
+async def test_a_process_outgrowing_the_tables_starts_new_ones(monkeypatch) -> None:
+    import ezmsg_console.server.profiling_hub as hub_module
+
+    monkeypatch.setattr(hub_module, "MAX_TRACE_ENDPOINTS", 3)
+    hub = ProfilingHub(Registry())
+    hub.ingest("p1", 1, "h", _batch((1, "a", "handler_ns", ""), (2, "b", "handler_ns", "")))
+    hub.ingest("p1", 1, "h", _batch((3, "c", "handler_ns", ""), (4, "d", "handler_ns", "")))  # 4 names > 3
+    hub.ingest("p1", 1, "h", _batch((5, "d", "handler_ns", "")))
+    hub.subscribe("s1", ProfilingStreamControl(interval=1000.0), lambda: None)
+    batches = _everything(hub, hub.readers["s1"])
+    assert [b.endpoints for b in batches] == [("a", "b"), ("c", "d")]  # a read stops where the tables change
+    assert [[(s.sample_seq, s.endpoint_id) for s in b.samples] for b in batches] == [
+        [(1, "a"), (2, "b")], [(3, "c"), (4, "d"), (5, "d")]]
+    hub.close()
