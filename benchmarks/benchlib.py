@@ -160,3 +160,23 @@ def reap(children: list[Child], timeout: float) -> list[str]:
                 pass
         c.errfile.close()
     return problems
+
+
+def report_cleanup(children: list[Child], strays: list[str], left: list[str], new_other: list[str],
+                   run_tag: str, who: str) -> None:
+    """Print what a benchmark run left behind: processes (``children`` not reaped, ``strays``),
+    this run's shared-memory segments (``left``, already removed by the caller) and other
+    ``ezc_`` segments that appeared meanwhile (``new_other``). ``who`` names the scripts."""
+    unreaped = [c.name for c in children if c.proc.poll() is None]
+    if strays or unreaped:
+        print(f"processes: LEFT BEHIND: {strays + unreaped}")
+    else:
+        print(f"processes: all {len(children)} benchmark child processes exited and were reaped; "
+              f"no stray --role process of {who} is running")
+    if left:
+        print(f"/dev/shm: LEFTOVER ezc_ segment(s) of this run (now removed): {left}")
+    else:
+        print(f"/dev/shm: no ezc_ segment of this run (ezc_{run_tag}_*) is left over")
+    if new_other:
+        print(f"/dev/shm: note: {len(new_other)} other ezc_ segment(s) appeared during the run, not ours "
+              f"(another process on this machine?): {new_other[:5]}")

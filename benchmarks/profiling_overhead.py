@@ -62,7 +62,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, spawn
+from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, report_cleanup, spawn
 from pubsub import (
     DEFAULT_BUF_SIZE,
     HEADER,
@@ -812,22 +812,11 @@ def parent_main(args: argparse.Namespace) -> int:
               f"{[(wl_name(r['workload'], r['payload_bytes']), r['mode']) for r in failed]}")
 
     strays = stray_processes(run_tag)
-    unreaped = [c.name for c in ALL_CHILDREN if c.proc.poll() is None]
-    if strays or unreaped:
-        print(f"processes: LEFT BEHIND: {strays + unreaped}")
-    else:
-        print(f"processes: all {len(ALL_CHILDREN)} benchmark child processes exited and were reaped; no stray "
-              "--role process of this script or of the upstream script is running")
     ours_left = shm_mod.ours(run_tag)
     new_other = sorted(set(shm_mod.ours()) - shm_before - set(ours_left))
     if ours_left:
         shm_mod.sweep(run_tag)
-        print(f"/dev/shm: LEFTOVER ezc_ segment(s) of this run (now removed): {ours_left}")
-    else:
-        print(f"/dev/shm: no ezc_ segment of this run (ezc_{run_tag}_*) is left over")
-    if new_other:
-        print(f"/dev/shm: note: {len(new_other)} other ezc_ segment(s) appeared during the run, not ours: "
-              f"{new_other[:5]}")
+    report_cleanup(ALL_CHILDREN, strays, ours_left, new_other, run_tag, "this script or of the upstream script")
     up_shm = [ln for ln in up_lines if ln.startswith("/dev/shm")]
     for ln in up_shm:
         print(f"upstream {ln}")

@@ -73,7 +73,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, spawn
+from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, report_cleanup, spawn
 
 
 def sweep_run(run_tag: str) -> None:
@@ -789,22 +789,11 @@ def parent_main(args: argparse.Namespace) -> int:
               f"{[(r['workload'], r['channel'], label(r['payload_bytes'])) for r in failed]}")
 
     strays = stray_processes(run_tag)
-    unreaped = [c.name for c in ALL_CHILDREN if c.proc.poll() is None]
-    if strays or unreaped:
-        print(f"processes: LEFT BEHIND: {strays + unreaped}")
-    else:
-        print(f"processes: all {len(ALL_CHILDREN)} benchmark child processes exited and were reaped; "
-              "no stray --role process of either script is running")
     ours_left = shm_mod.ours(run_tag)
     new_other = sorted(set(shm_mod.ours()) - shm_before - set(ours_left))
     if ours_left:
         shm_mod.sweep(run_tag)
-        print(f"/dev/shm: LEFTOVER ezc_ segment(s) of this run (now removed): {ours_left}")
-    else:
-        print(f"/dev/shm: no ezc_ segment of this run (ezc_{run_tag}_*) is left over")
-    if new_other:
-        print(f"/dev/shm: note: {len(new_other)} other ezc_ segment(s) appeared during the run, not ours "
-              f"(another process on this machine?): {new_other[:5]}")
+    report_cleanup(ALL_CHILDREN, strays, ours_left, new_other, run_tag, "either script")
     print(f"load avg at end {loadavg()}; total {time.monotonic() - t_start:.1f}s")
 
     if args.json:

@@ -41,6 +41,7 @@ from ..protocol.profiling import (
     ProfilingTraceSample,
 )
 from ..protocol.settings import SettingsChangedEvent, SettingsEventType, SettingsState
+from ..settings.values import at_path
 from .context import GraphContext
 from .reconnect import Backoff
 
@@ -457,7 +458,7 @@ class GraphMonitor:
         before = self.state.settings.get(component)
         reply = await ctx.update_setting(component, field_path, value, expected_seq=expected_seq)
         if record_undo and before is not None:
-            self.undo_stack.append((component, field_path, _at_path(before.value.structured_value, field_path)))
+            self.undo_stack.append((component, field_path, at_path(before.value.structured_value, field_path)))
         return reply
 
     async def undo(self) -> tuple[str, str, Any] | None:
@@ -469,13 +470,3 @@ class GraphMonitor:
         self.undo_stack.pop()
         return component, path, value
 
-
-def _at_path(value: Any, path: str) -> Any:
-    for part in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value

@@ -19,6 +19,7 @@ from ..protocol import messages as m
 from ..protocol.errors import ConnectionClosed, ConsoleError
 from ..protocol.graph import TopologyEvent
 from ..protocol.settings import SettingsChangedEvent, SettingsState
+from ..settings.values import at_path
 from .commands import DEFAULT_TIMEOUT, EXIT_OK, EXIT_UNREACHABLE, CommandError, connected, reason, server_of
 from .formats import to_json, to_json_line
 
@@ -31,18 +32,6 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def at_path(value: Any, path: str) -> Any:
-    """The part of ``value`` at a dotted field path (None where it does not exist)."""
-    for part in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
 
 
 def schema_fields(fields: Any, value: Any, prefix: str = "") -> list[dict[str, Any]]:

@@ -129,3 +129,15 @@ def _bad(path: str, tp: Any, data: Any) -> SettingsValidationError:
         f"{path or 'value'}: expected {expected}, got {type(data).__name__} {data!r:.60}",
         {"path": path, "expected": expected, "got": type(data).__name__},
     )
+
+
+def at_path(value: Any, path: str) -> Any:
+    """The part of a plain settings value at a dotted field path (None where it does not exist)."""
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value

@@ -14,7 +14,7 @@ import pytest
 from ezmsg_console.export import formats
 from ezmsg_console.export.commands import UsageError, plan
 from ezmsg_console.export.document import SCHEMA, build_document
-from ezmsg_console.export.live import at_path, event_record, event_text, parse_value, settings_summary, \
+from ezmsg_console.export.live import event_record, event_text, parse_value, settings_summary, \
     settings_text
 from ezmsg_console.protocol import messages as m
 from ezmsg_console.protocol.graph import (
@@ -35,6 +35,7 @@ from ezmsg_console.protocol.profiling import ProcessProfilingSnapshot, Profiling
     SubscriberProfile
 from ezmsg_console.protocol.settings import SettingsChangedEvent, SettingsEventType, SettingsSnapshotValue, \
     SettingsState
+from ezmsg_console.settings.values import at_path
 
 SCHEMA_PLAIN = {"provider": "dataclass", "settings_type": "demo.Gain", "fields": [
     {"name": "gain", "kind": "float", "field_type": "builtins.float", "default": 1.0, "bounds": [0.0, 10.0],
