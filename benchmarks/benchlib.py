@@ -180,3 +180,18 @@ def report_cleanup(children: list[Child], strays: list[str], left: list[str], ne
     if new_other:
         print(f"/dev/shm: note: {len(new_other)} other ezc_ segment(s) appeared during the run, not ours "
               f"(another process on this machine?): {new_other[:5]}")
+
+
+def run_parent(parent: Callable[[], int], children: list[Child],
+               interrupts: tuple[type[BaseException], ...]) -> int:
+    """Run a benchmark's parent; on Ctrl+C (or one of ``interrupts``, which may carry a
+    ``signum``) kill and reap every child first, and exit 128 + the signal number."""
+    try:
+        return parent()
+    except (KeyboardInterrupt, *interrupts) as exc:
+        for c in children:
+            if c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait()
+        print("interrupted; child processes reaped", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", 2))

@@ -62,7 +62,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, report_cleanup, spawn
+from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, report_cleanup, run_parent, spawn
 from pubsub import (
     DEFAULT_BUF_SIZE,
     HEADER,
@@ -145,11 +145,11 @@ async def close_all(ops: Any, control: Any, host: Any, conn: Any) -> None:
     await conn.close()
 
 
-async def publish_phases(cfg: dict, pub: Any, arrays: list) -> dict:
-    """Warm-up, then the timed throughput phase, then one STOP message; drained."""
+async def timed_phases(cfg: dict, broadcast: Any, arrays: list) -> tuple[int, float, float, int]:
+    """Warm-up, the timed throughput phase, then one STOP message, through ``broadcast``
+    (ours or upstream's). Returns (messages timed, wall s, CPU s, messages sent in all)."""
     seq = 0
     n_arrays = len(arrays)
-    broadcast = pub.broadcast
     pack_into = HEADER.pack_into
     monotonic, monotonic_ns = time.monotonic, time.monotonic_ns
 
@@ -170,11 +170,17 @@ async def publish_phases(cfg: dict, pub: Any, arrays: list) -> dict:
         n += 1
     t1, cpu1 = monotonic(), time.process_time()
     arr = arrays[seq % n_arrays]
-    HEADER.pack_into(arr, 0, monotonic_ns(), seq, PH_STOP)
+    pack_into(arr, 0, monotonic_ns(), seq, PH_STOP)
     await broadcast(arr)
+    return n, t1 - t0, cpu1 - cpu0, seq + 1
+
+
+async def publish_phases(cfg: dict, pub: Any, arrays: list) -> dict:
+    """:func:`timed_phases` on one of our publishers, then drained."""
+    n, wall, cpu, _sent = await timed_phases(cfg, pub.broadcast, arrays)
     if not await pub.drain(10.0):
         raise RuntimeError(f"drain timed out with {pub.in_flight} message(s) in flight")
-    return {"n_pub": n, "pub_wall_s": t1 - t0, "pub_cpu_s": cpu1 - cpu0, "published_total": pub.msg_id}
+    return {"n_pub": n, "pub_wall_s": wall, "pub_cpu_s": cpu, "published_total": pub.msg_id}
 
 
 async def receive_phases(sub: Any) -> dict:
@@ -885,15 +891,7 @@ def main() -> int:
     if args.role:
         child_main(args.role, args.cfg)
         return 0
-    try:
-        return parent_main(args)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        for c in ALL_CHILDREN:
-            if c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait()
-        print("interrupted; child processes reaped", file=sys.stderr)
-        return 128 + getattr(exc, "signum", signal.SIGINT)
+    return run_parent(lambda: parent_main(args), ALL_CHILDREN, (Interrupted,))
 
 
 if __name__ == "__main__":

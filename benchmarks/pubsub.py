@@ -73,7 +73,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, report_cleanup, spawn
+from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, report_cleanup, run_parent, spawn
 
 
 def sweep_run(run_tag: str) -> None:
@@ -821,15 +821,7 @@ def main() -> int:
     if args.role:
         child_main(args.role, args.cfg)
         return 0
-    try:
-        return parent_main(args)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        for c in ALL_CHILDREN:
-            if c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait()
-        print("interrupted; child processes reaped", file=sys.stderr)
-        return 128 + getattr(exc, "signum", signal.SIGINT)
+    return run_parent(lambda: parent_main(args), ALL_CHILDREN, (Interrupted,))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ from ezmsg.core.processclient import ProcessControlClient  # noqa: E402
 from ezmsg.core.profiling import PROFILES  # noqa: E402
 from benchlib import StdinControl, Child, emit, expect, label, reap, spawn  # noqa: E402
 # Both modules are standard library only at import time (ezmsg_console is imported inside functions).
-from profiling_overhead import LOCAL_POOL, TRACE_TTL_S, WORKLOADS, cpu_us_per_msg, wl_name  # noqa: E402
-from pubsub import DEFAULT_BUF_SIZE, HEADER, NUM_BUFFERS, PH_STOP, PH_TPUT, PH_WARM, OtherLoad  # noqa: E402
+from profiling_overhead import LOCAL_POOL, TRACE_TTL_S, WORKLOADS, cpu_us_per_msg, timed_phases, wl_name  # noqa: E402
+from pubsub import DEFAULT_BUF_SIZE, HEADER, NUM_BUFFERS, PH_STOP, PH_TPUT, OtherLoad  # noqa: E402
 
 MODES = ("counters", "tracing")
 
@@ -100,32 +100,10 @@ def trace_report(pushed: dict) -> dict:
 
 
 async def publish_phases(cfg: dict, pub, arrays: list) -> dict:
-    seq = 0
-    n_arrays = len(arrays)
-    broadcast = pub.broadcast
-    pack_into = HEADER.pack_into
-    monotonic, monotonic_ns = time.monotonic, time.monotonic_ns
-    t_end = monotonic() + cfg["warmup_s"]
-    while monotonic() < t_end or seq < 16:
-        arr = arrays[seq % n_arrays]
-        pack_into(arr, 0, monotonic_ns(), seq, PH_WARM)
-        await broadcast(arr)
-        seq += 1
-    cpu0, t0 = time.process_time(), monotonic()
-    t_end = t0 + cfg["seconds"]
-    n = 0
-    while monotonic() < t_end:
-        arr = arrays[seq % n_arrays]
-        pack_into(arr, 0, monotonic_ns(), seq, PH_TPUT)
-        await broadcast(arr)
-        seq += 1
-        n += 1
-    t1, cpu1 = monotonic(), time.process_time()
-    arr = arrays[seq % n_arrays]
-    HEADER.pack_into(arr, 0, monotonic_ns(), seq, PH_STOP)
-    await broadcast(arr)
+    """The same phases as ours (``profiling_overhead.timed_phases``), drained the upstream way."""
+    n, wall, cpu, sent = await timed_phases(cfg, pub.broadcast, arrays)
     await asyncio.wait_for(pub._backpressure.sync(), 10.0)  # private, benchmark-only: drained
-    return {"n_pub": n, "pub_wall_s": t1 - t0, "pub_cpu_s": cpu1 - cpu0, "published_total": seq + 1}
+    return {"n_pub": n, "pub_wall_s": wall, "pub_cpu_s": cpu, "published_total": sent}
 
 
 async def receive_phases(sub, span: bool) -> dict:

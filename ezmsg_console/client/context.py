@@ -218,8 +218,11 @@ class GraphContext:
         return await self._checked(unit_address, Operation.PING.value, timeout=timeout)
 
     async def process_stats(self, unit_address: str, *, timeout: float = 2.0) -> dict[str, Any]:
-        """Pid, host, owned units, uptime, CPU, memory and message counts of the owning process."""
-        return await self._checked(unit_address, Operation.GET_PROCESS_STATS.value, timeout=timeout)
+        """Pid, host, owned units, uptime, CPU, memory and message counts of the owning process,
+        plus ``ping_ms``: the round trip of this request (server, process and back)."""
+        start = time.perf_counter()
+        stats = await self._checked(unit_address, Operation.GET_PROCESS_STATS.value, timeout=timeout)
+        return {**stats, "ping_ms": (time.perf_counter() - start) * 1000.0}
 
     # -- profiling -------------------------------------------------------
 
@@ -384,3 +387,15 @@ def _decode_payload(tp: type[T], response: ProcessControlResponse, unit_address:
             {**exc.details, "error_code": ErrorCode.INVALID_RESPONSE.value, "process_id": response.process_id,
              "unit_address": unit_address},
         ) from None
+
+
+async def server_answers(address: Address, token: str | None, timeout: float = 1.0) -> bool:
+    """Whether a GraphServer answers at ``address`` (one that refuses our token still answers:
+    the caller reports that when it really connects)."""
+    try:
+        async with GraphContext(address, token=token, timeout=timeout, name="ezmsg-console probe"):
+            return True
+    except (ServerUnreachable, OSError, asyncio.TimeoutError, TimeoutError):
+        return False
+    except ConsoleError:
+        return True

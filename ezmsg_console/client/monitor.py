@@ -360,11 +360,7 @@ class GraphMonitor:
 
             async def ask(unit: str) -> dict[str, Any] | None:
                 try:
-                    start = time.perf_counter()
-                    await ctx.process_ping(unit, timeout=1.0)
-                    rtt = time.perf_counter() - start
-                    stats = await ctx.process_stats(unit, timeout=1.0)
-                    return {**stats, "ping_ms": rtt * 1000.0}
+                    return await ctx.process_stats(unit, timeout=1.0)
                 except ConnectionClosed:
                     raise
                 except ConsoleError as exc:

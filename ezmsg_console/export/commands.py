@@ -305,40 +305,19 @@ def _write(path: str, text: str) -> None:
 def take_snapshot(address: Address, token: str | None, sections: set[str], *, timeout: float, window: float,
                   embed_demo: bool) -> dict[str, Any]:
     """Collect the document; with ``embed_demo`` and nobody answering, on a demo started (and stopped) here."""
+    from ..client.context import server_answers
+    from ..runtime.embedded import EmbeddedDemo
+
     embedded = None
     try:
-        if embed_demo and not asyncio.run(_answers(address, token)):
-            embedded = start_demo(address, token, timeout)
+        if embed_demo and not asyncio.run(server_answers(address, token, min(DEFAULT_TIMEOUT, 1.0))):
+            embedded = EmbeddedDemo.start_anywhere(address, token, timeout)
             address = embedded.address
         return asyncio.run(_collect(address, token, sections, timeout=timeout, window=window,
                                     wait_ready=embedded is not None))
     finally:
         if embedded is not None:
             embedded.stop()
-
-
-async def _answers(address: Address, token: str | None) -> bool:
-    try:
-        async with connected(address, token, min(DEFAULT_TIMEOUT, 1.0), "ezmsg-console probe"):
-            return True
-    except ServerUnreachable:
-        return False
-    except ConsoleError:
-        return True  # it answered (e.g. refused the token): report that when we really connect
-
-
-def start_demo(address: Address, token: str | None, timeout: float) -> Any:
-    """An EmbeddedDemo on ``address`` (or any free port if that cannot be bound)."""
-    from ..runtime.embedded import EmbeddedDemo
-
-    demo = EmbeddedDemo(address, token=token)
-    try:
-        demo.start(timeout=timeout)
-    except (ConsoleError, OSError):
-        demo.stop()
-        demo = EmbeddedDemo(Address(address.host, 0), token=token)
-        demo.start(timeout=timeout)
-    return demo
 
 
 async def _collect(address: Address, token: str | None, sections: set[str], *, timeout: float, window: float,

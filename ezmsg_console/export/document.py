@@ -145,10 +145,7 @@ def _error(process_id: str | None, section: str, exc: ConsoleError) -> dict[str,
 
 async def _stats(ctx: GraphContext, unit: str, timeout: float) -> dict[str, Any] | ConsoleError:
     try:
-        start = time.perf_counter()
-        await ctx.process_ping(unit, timeout=timeout)
-        ping_ms = (time.perf_counter() - start) * 1000.0
-        return {**await ctx.process_stats(unit, timeout=timeout), "ping_ms": ping_ms}
+        return await ctx.process_stats(unit, timeout=timeout)
     except ConnectionClosed:
         raise
     except ConsoleError as exc:

@@ -44,6 +44,20 @@ class EmbeddedDemo:
             self._start_pipeline(self.address)
         return self.address
 
+    @classmethod
+    def start_anywhere(cls, address: Address, token: str | None = None,
+                       timeout: float = START_TIMEOUT) -> EmbeddedDemo:
+        """Started on ``address`` if it can be bound, else on a free port of the same host."""
+        demo = cls(address, token=token)
+        try:
+            demo.start(timeout=timeout)
+        except (ConsoleError, OSError) as exc:
+            log.info("cannot listen on %s (%s); using a free port", address, exc)
+            demo.stop()
+            demo = cls(Address(address.host, 0), token=token)
+            demo.start(timeout=timeout)
+        return demo
+
     def start_pipeline_only(self) -> Address:
         """Run the demo pipeline on the GraphServer already answering at the requested address."""
         from ..protocol.address import resolve_address

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from typing import Any
 
-from ..client.context import GraphContext
+from ..client.context import server_answers
 from ..protocol.address import Address, resolve_address, resolve_token
-from ..protocol.errors import ConsoleError, ServerUnreachable
-
-log = logging.getLogger(__name__)
+from ..protocol.errors import ServerUnreachable
 
 PROBE_TIMEOUT = 1.0
 
@@ -21,16 +18,6 @@ class Target:
     address: Address
     token: str | None
     embedded: Any = None  # an EmbeddedDemo this process started (stop it when done)
-
-
-async def reachable(address: Address, token: str | None, timeout: float = PROBE_TIMEOUT) -> bool:
-    try:
-        async with GraphContext(address, token=token, timeout=timeout, name="ezmsg-console probe"):
-            return True
-    except (ServerUnreachable, OSError, asyncio.TimeoutError, TimeoutError):
-        return False
-    except ConsoleError:
-        return True  # it answered (e.g. refused our token): report that when we really connect
 
 
 def find_or_embed(address: Any = None, token: str | None = None, *, embed: bool = True,
@@ -43,7 +30,7 @@ def find_or_embed(address: Any = None, token: str | None = None, *, embed: bool 
 
     resolved = resolve_address(address)
     token = resolve_token(token)
-    if asyncio.run(reachable(resolved, token)):
+    if asyncio.run(server_answers(resolved, token, PROBE_TIMEOUT)):
         if not demo:
             return Target(resolved, token)
         embedded = EmbeddedDemo(resolved, token=token)
@@ -52,11 +39,5 @@ def find_or_embed(address: Any = None, token: str | None = None, *, embed: bool 
     if not embed:
         raise ServerUnreachable(f"no GraphServer answers at {resolved} (and --no-embed was given)",
                                 {"address": str(resolved)})
-    embedded = EmbeddedDemo(resolved, token=token)
-    try:
-        bound = embedded.start()
-    except (ConsoleError, OSError) as exc:
-        log.info("cannot listen on %s (%s); using a free port", resolved, exc)
-        embedded = EmbeddedDemo(Address(resolved.host, 0), token=token)
-        bound = embedded.start()
-    return Target(bound, token, embedded)
+    embedded = EmbeddedDemo.start_anywhere(resolved, token)
+    return Target(embedded.address, token, embedded)

@@ -219,8 +219,8 @@ Record = tuple[str, Any, Any, Any, bool]
 
 def profiling_records(profiling: Profiling, rate_history: Mapping[str, Sequence[float]], traced: Collection[str],
                       pids: Mapping[str, int | None] | None = None) -> tuple[dict[str, Record], dict[str, Record]]:
-    """Like :func:`profiling_rows` but unformatted: cells are made by :func:`record_cells`
-    only for the rows on screen, and sorted by :func:`record_sort_value`."""
+    """The rows unformatted: cells are made by :func:`record_cells` (the tab does it only for
+    the rows on screen) and rows sorted by :func:`record_sort_value`."""
     pubs: dict[str, Record] = {}
     subs: dict[str, Record] = {}
     for process_id, snap in profiling.items():
@@ -283,20 +283,10 @@ def record_sort_value(record: Record, column: int) -> Any:
 def profiling_rows(profiling: Profiling, rate_history: Mapping[str, Sequence[float]], traced: Collection[str],
                    pids: Mapping[str, int | None] | None = None) -> tuple[dict[str, Row], dict[str, Row]]:
     """(publisher rows, subscriber rows) keyed by endpoint id; a process that failed to
-    answer gets an error row (key ``!<process id>``) in both tables."""
-    pubs: dict[str, Row] = {}
-    subs: dict[str, Row] = {}
-    for process_id, snap in profiling.items():
-        if isinstance(snap, ProfilingError):
-            pid = (pids or {}).get(process_id)
-            pubs[error_key(process_id)] = error_row(snap, len(PUB_COLUMNS), pid)
-            subs[error_key(process_id)] = error_row(snap, len(SUB_COLUMNS), pid)
-            continue
-        for p in snap.publishers:
-            pubs[p.endpoint_id] = publisher_row(p, snap, rate_history.get(p.endpoint_id), traced)
-        for s in snap.subscribers:
-            subs[s.endpoint_id] = subscriber_row(s, snap, rate_history.get(s.endpoint_id), traced)
-    return pubs, subs
+    answer gets an error row (key ``!<process id>``) in both tables. Every row formatted:
+    the tab itself formats only the rows on screen (:func:`profiling_records`)."""
+    pubs, subs = profiling_records(profiling, rate_history, traced, pids)
+    return {k: record_cells(r) for k, r in pubs.items()}, {k: record_cells(r) for k, r in subs.items()}
 
 
 def find_endpoint(profiling: Profiling, key: str) -> tuple[ProcessProfilingSnapshot | ProfilingError,

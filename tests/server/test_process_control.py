@@ -125,6 +125,7 @@ async def test_custom_operation_ping_and_stats(server, make_ctx, make_process):
     await proc.update_ownership(added_units=("SYS/B",))
     stats = await ctx.process_stats("SYS/B")
     assert stats["owned_units"] == ["SYS/A", "SYS/B"] and stats["memory_rss_bytes"] > 0
+    assert stats["ping_ms"] > 0
 
 
 async def test_unowned_unit_is_unroutable(server, make_ctx):
