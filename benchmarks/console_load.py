@@ -161,6 +161,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         screen._compositor.render_update = timed_render  # type: ignore[method-assign]
         await pilot.pause(0.5)  # let the app finish mounting before the first key
         await pilot.press("3")
+        await pilot.pause(0.2)
+        if args.sort_by_rate:  # Topic -> Process -> Links -> Msgs/s, highest first: the order changes every update
+            await pilot.press("greater_than_sign", "greater_than_sign", "greater_than_sign", "I")
         await pilot.pause(args.warmup)
         if app.active_pane.TAB_ID != "profiling":
             raise RuntimeError("could not switch to the Profiling tab")
@@ -185,6 +188,8 @@ def main() -> int:
     parser.add_argument("--hz", type=float, default=10.0, help="profiling updates per second")
     parser.add_argument("--cols", type=int, default=120)
     parser.add_argument("--rows", type=int, default=40)
+    parser.add_argument("--sort-by-rate", action="store_true",
+                        help="sort the publishers by Msgs/s (re-sorted on every update) instead of by topic")
     parser.add_argument("--quick", action="store_true", help="5 s measured, 2 s warm-up")
     args = parser.parse_args()
     if args.quick:
@@ -194,7 +199,7 @@ def main() -> int:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  python   {sys.version.split()[0]}; {args.processes} processes x {args.endpoints} endpoints = "
           f"{args.processes * args.endpoints} endpoints at {args.hz:g} Hz; terminal {args.cols}x{args.rows}; "
-          f"{args.seconds:g} s measured")
+          f"{args.seconds:g} s measured; sorted by {'Msgs/s' if args.sort_by_rate else 'topic'}")
     r = asyncio.run(run(args))
     total = 100.0 * r["cpu"] / r["wall"]
     console = 100.0 * (r["cpu"] - r["feed"]) / r["wall"]

@@ -56,9 +56,9 @@ class Pane(Widget):
         """Select ``target`` (a component address, topic or endpoint id) if this tab has it."""
 
     def focus_default(self) -> None:
-        """Focus this tab's main table (its first LiveTable's DataTable)."""
-        from textual.widgets import DataTable
+        """Focus this tab's main table (its first LiveTable's grid)."""
+        from .grid import RowGrid
 
-        tables = self.query(DataTable)
+        tables = self.query(RowGrid)
         if tables:
             tables.first().focus()

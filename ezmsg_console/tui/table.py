@@ -1,14 +1,14 @@
-"""LiveTable: a DataTable that is updated in place, filtered, sorted and never loses its row.
+"""LiveTable: a table that is updated in place, filtered, sorted and never loses its row.
 
 Callers hand :meth:`LiveTable.set_rows` the complete current rows: key ->
 tuple of :class:`Cell`, or key -> any record plus a ``build`` function that
 makes the cells and a ``sort_value`` function that gives a column's raw
-value. The table then adds rows that are new, removes rows that are gone or
-filtered out, re-sorts by the sort column's raw values, puts the cursor back
-on the row it was on, and rewrites the cells that changed *in the rows on
-screen* (plus a margin); rows off screen are brought up to date when they
-scroll into view. Nothing is cleared and rebuilt on a refresh, and a table of
-thousands of rows costs about as much per update as one of a screenful.
+value. The table then drops rows that are gone or filtered out, re-sorts by
+the sort column's raw values, puts the cursor back on the row it was on, and
+re-renders only the lines on screen whose record changed. Rows are built
+(``build``) only when they are drawn, so a table of thousands of rows costs
+about as much per update as one of a screenful. The lines themselves are
+drawn by :class:`~.grid.RowGrid`, which caches each rendered row.
 
 Keys (shown in the footer and the help screen): ``/`` filter (incremental,
 ``esc`` clears), ``<`` / ``>`` move the sort column, ``I`` invert the sort,
@@ -28,7 +28,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
+
+from .grid import RowGrid
 
 
 def raw_sort_key(raw: Any) -> tuple[int, Any]:
@@ -43,16 +45,13 @@ def raw_sort_key(raw: Any) -> tuple[int, Any]:
 class Cell:
     """A table cell: what to show (``text``) and what to sort and export by (``raw``)."""
 
-    __slots__ = ("raw", "text", "row_key")
+    __slots__ = ("raw", "text")
 
     def __init__(self, raw: Any, text: str | Text | None = None) -> None:
         self.raw = raw
         self.text = text if text is not None else ("" if raw is None else str(raw))
-        self.row_key: str | None = None  # set on a row's first cell: lets the table sort by its own order
 
     def __rich__(self) -> Text:
-        # DataTable measures auto-width columns with textual.render.measure, which counts a str
-        # returned by __rich__ as width 1: hand it Text.
         return self.text if isinstance(self.text, Text) else Text(self.text)
 
     def plain(self) -> str:
@@ -81,7 +80,7 @@ class LiveTable(Vertical):
 
     DEFAULT_CSS = """
     LiveTable { height: 1fr; }
-    LiveTable > DataTable { height: 1fr; }
+    LiveTable > RowGrid { height: 1fr; }
     LiveTable > Input { display: none; height: 3; }
     LiveTable > Input.-active { display: block; }
     """
@@ -124,28 +123,22 @@ class LiveTable(Vertical):
         self._records: dict[str, Any] = {}
         self._build: Callable[[str, Any], tuple[Cell, ...]] = _cells_as_given
         self._sort_value: Callable[[Any, int], Any] | None = None
-        self._shown: dict[str, Any] = {}  # key -> record, of the rows in the table
-        self._drawn: dict[str, tuple[Any, tuple[Cell, ...]]] = {}  # key -> (record drawn, its cells)
+        self._shown: dict[str, Any] = {}  # key -> record, of the rows in the table (filtered)
+        self._drawn: dict[str, tuple[Any, tuple[Cell, ...]]] = {}  # key -> (record built, its cells)
         self._order: list[str] = []
         self._last_selected: str | None = None
-        self.updates = 0  # cell writes, rows added and removed (for tests and benchmarks)
-
-    def on_mount(self) -> None:
-        self.watch(self.table, "scroll_y", self._scrolled, init=False)
-
-    def _scrolled(self, _old: float, _new: float) -> None:
-        self._update_visible()
+        self.updates = 0  # rows built for display (for tests and benchmarks)
+        self._grid = RowGrid(self.columns, self._display_cells)
+        self._grid.labels = [self._label(c) for c in self.columns]
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True)
-        for col in self.columns:
-            table.add_column(self._label(col), key=col.key, width=col.width)
-        yield table
+        yield self._grid
         yield Input(placeholder="filter (esc: clear)")
 
     @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one(DataTable)
+    def table(self) -> RowGrid:
+        """The focusable grid that draws the rows."""
+        return self._grid
 
     def _label(self, col: Column) -> Text:
         if self.columns.index(col) == self.sort_index:
@@ -156,13 +149,7 @@ class LiveTable(Vertical):
 
     @property
     def selected_key(self) -> str | None:
-        table = self.table
-        if not self._shown or table.row_count == 0:
-            return None
-        try:
-            return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-        except Exception:  # noqa: BLE001 - no row under the cursor
-            return None
+        return self._grid.row_at_cursor()
 
     def row(self, key: str) -> tuple[Cell, ...] | None:
         record = self._records.get(key)
@@ -172,13 +159,19 @@ class LiveTable(Vertical):
         drawn = self._drawn.get(key)
         if drawn is not None and drawn[0] is record:
             return drawn[1]
-        return self._build(key, record)
+        cells = self._build(key, record)
+        self._drawn[key] = (record, cells)
+        self.updates += 1
+        return cells
+
+    def _display_cells(self, key: str) -> tuple[Cell, ...]:
+        record = self._shown.get(key)
+        return () if record is None else self._cells_of(key, record)
 
     @property
     def shown_keys(self) -> list[str]:
         """Keys of the displayed rows, in display order."""
-        table = self.table
-        return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+        return list(self._order)
 
     def set_rows(self, rows: Mapping[str, Any], build: Callable[[str, Any], tuple[Cell, ...]] | None = None,
                  sort_value: Callable[[Any, int], Any] | None = None) -> None:
@@ -186,9 +179,9 @@ class LiveTable(Vertical):
 
         Without ``build``, each value is the row's tuple of cells. With it,
         values are records, ``build(key, record)`` makes a row's cells (only
-        for rows on screen), and ``sort_value(record, column_index)`` gives the
-        raw value to sort by (needed so off-screen rows are sorted without
-        being built). A record that ``is`` the one drawn before is not rebuilt.
+        for rows drawn or filtered), and ``sort_value(record, column_index)``
+        gives the raw value to sort by (so rows are sorted without being
+        built). A record that ``is`` the one drawn before is not rebuilt.
         """
         self._records = dict(rows)
         self._build = build or _cells_as_given
@@ -208,69 +201,29 @@ class LiveTable(Vertical):
         return cells[self.sort_index].sort_key() if self.sort_index < len(cells) else (2, 0)
 
     def _apply(self) -> None:
-        table = self.table
+        grid = self._grid
         keep = self.selected_key
+        previous = self._shown
         wanted = {k: v for k, v in self._records.items() if self._matches(k, v)}
-        for key in [k for k in self._shown if k not in wanted]:
-            table.remove_row(key)
-            self._drawn.pop(key, None)
-            self.updates += 1
-        for key, record in wanted.items():
-            if key not in self._shown:
-                cells = self._first_cell_keyed(key, self._build(key, record))
-                table.add_row(*cells, key=key)
-                self._drawn[key] = (record, cells)
-                self.updates += 1
+        for key in [k for k in self._drawn if k not in wanted]:
+            del self._drawn[key]
         self._shown = wanted
         order = sorted(wanted, key=lambda k: self._sort_key(k, wanted[k]), reverse=self.reverse)
         if order != self._order:
             self._order = order
-            if order:
-                rank = {k: i for i, k in enumerate(order)}
-                first = self.columns[0].key
-                table.sort(first, key=lambda cell: rank.get(getattr(cell, "row_key", None), 0))
-        if keep is not None and keep in wanted:
-            self._move_to(keep)
-        self._update_visible()
+            cursor = order.index(keep) if keep is not None and keep in wanted else None
+            grid.set_keys(order, cursor)
+        else:
+            grid.refresh_keys([k for k, v in wanted.items() if previous.get(k) is not v])
         self._announce()
 
-    def _first_cell_keyed(self, key: str, cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
-        if cells and isinstance(cells[0], Cell):
-            cells[0].row_key = key
-        return cells
-
-    def _update_visible(self) -> None:
-        """Bring the rows on screen (and a margin) up to date with their records."""
-        table = self.table
-        if not self._order:
-            return
-        height = max(table.size.height, 10)
-        top = max(0, int(table.scroll_y) - height)
-        cursor = table.cursor_row
-        window = set(self._order[top: top + 3 * height])
-        if 0 <= cursor < len(self._order):
-            window.add(self._order[cursor])
-        for key in window:
-            record = self._shown.get(key)
-            drawn = self._drawn.get(key)
-            if record is None or (drawn is not None and drawn[0] is record):
-                continue
-            cells = self._first_cell_keyed(key, self._build(key, record))
-            before = drawn[1] if drawn is not None else ()
-            for i, (col, new) in enumerate(zip(self.columns, cells)):
-                if i >= len(before) or new != before[i]:
-                    table.update_cell(key, col.key, new)
-                    self.updates += 1
-            self._drawn[key] = (record, cells)
-
     def _move_to(self, key: str) -> None:
-        table = self.table
         try:
-            index = table.get_row_index(key)
-        except Exception:  # noqa: BLE001 - gone
+            index = self._order.index(key)
+        except ValueError:
             return
-        if table.cursor_row != index:
-            table.move_cursor(row=index, animate=False)
+        if self._grid.cursor_row != index:
+            self._grid.move_cursor(index)
 
     def _announce(self) -> None:
         key = self.selected_key
@@ -288,22 +241,13 @@ class LiveTable(Vertical):
 
     # -- sorting and filtering ---------------------------------------------
 
-    def _relabel(self) -> None:
-        table = self.table
-        for col in self.columns:
-            table.columns[col.key].label = self._label(col)  # type: ignore[index]
-        table.refresh()
-
     def set_sort(self, index: int, reverse: bool | None = None) -> None:
-        keep = self.selected_key
         self.sort_index = max(0, min(len(self.columns) - 1, index))
         if reverse is not None:
             self.reverse = reverse
-        self._relabel()
-        self._order = []  # force a re-sort
+        self._grid.set_labels([self._label(c) for c in self.columns])
+        self._order = []  # force a re-sort (the cursor stays on its row)
         self._apply()
-        if keep is not None:
-            self._move_to(keep)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
@@ -329,7 +273,7 @@ class LiveTable(Vertical):
     @on(Input.Submitted)
     def _filter_done(self, event: Input.Submitted) -> None:
         event.stop()
-        self.table.focus()
+        self._grid.focus()
 
     def key_escape(self) -> None:
         box = self.query_one(Input)
@@ -337,34 +281,30 @@ class LiveTable(Vertical):
             box.value = ""
             box.remove_class("-active")
             self.set_filter("")
-            self.table.focus()
+            self._grid.focus()
 
-    @on(DataTable.HeaderSelected)
-    def _header(self, event: DataTable.HeaderSelected) -> None:
+    @on(RowGrid.HeaderClicked)
+    def _header(self, event: RowGrid.HeaderClicked) -> None:
         event.stop()
-        index = event.column_index
+        index = event.index
         self.set_sort(index, not self.reverse if index == self.sort_index else False)
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(RowGrid.CursorMoved)
+    def _highlighted(self, event: RowGrid.CursorMoved) -> None:
         event.stop()
         self._announce()
 
-    @on(DataTable.RowSelected)
-    def _activated(self, event: DataTable.RowSelected) -> None:
+    @on(RowGrid.RowActivated)
+    def _activated(self, event: RowGrid.RowActivated) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.post_message(self.Activated(self, str(event.row_key.value)))
+        if 0 <= event.index < len(self._order):
+            self.post_message(self.Activated(self, self._order[event.index]))
 
     def action_cursor(self, step: int) -> None:
-        table = self.table
-        if table.row_count:
-            table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + step)))
+        self._grid.action_cursor_by(step)
 
     def action_cursor_edge(self, end: int) -> None:
-        table = self.table
-        if table.row_count:
-            table.move_cursor(row=table.row_count - 1 if end else 0)
+        self._grid.action_cursor_to(-1 if end else 0)
 
     def row_as_dict(self, key: str) -> dict[str, Any]:
         cells = self.row(key) or ()
@@ -381,7 +321,7 @@ class LiveTable(Vertical):
 
     def visible_rows(self) -> list[dict[str, Any]]:
         """The displayed rows, in order, as dicts of raw values (for export)."""
-        return [self.row_as_dict(k) for k in self.shown_keys]
+        return [self.row_as_dict(k) for k in self._order]
 
 
 def _jsonable(value: Any) -> Any:
