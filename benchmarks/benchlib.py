@@ -99,12 +99,14 @@ class Child:
             return ""
 
 
-def spawn(script: str, name: str, role: str, cfg: dict, registry: list[Child] | None = None) -> Child:
-    """Start ``script --role ROLE --cfg JSON`` with this interpreter; its JSON lines go to ``lines``."""
+def spawn(script: str, name: str, role: str, cfg: dict, registry: list[Child] | None = None,
+          env: dict[str, str] | None = None) -> Child:
+    """Start ``script --role ROLE --cfg JSON`` with this interpreter (and ``env``, default: ours);
+    its JSON lines go to ``lines``."""
     errfile = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(script), "--role", role, "--cfg", json.dumps(cfg)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1, env=env,
     )
     lines: "queue.Queue[dict | None]" = queue.Queue()
 

@@ -320,7 +320,7 @@ class Interrupted(BaseException):
 
 
 def run_case(graph: tuple[str, int], run_tag: str, workload: str, channel: str, payload: int, nsubs: int,
-             params: dict, idx: int) -> dict:
+             params: dict, idx: int, env: dict[str, str]) -> dict:
     case = f"{workload}-{channel}-{label(payload).replace(' ', '')}"
     cfg = dict(params, graph=list(graph), run_tag=run_tag, case=case, payload=payload, nsubs=nsubs,
                channel=channel, topic=f"/bench/{run_tag}/{idx}/{workload}/{channel}/{payload}")
@@ -329,10 +329,10 @@ def run_case(graph: tuple[str, int], run_tag: str, workload: str, channel: str, 
     problems: list[str] = []
     other = OtherLoad()
     try:
-        pub = spawn(__file__, f"{case} publisher", "pub", cfg, ALL_CHILDREN)
+        pub = spawn(__file__, f"{case} publisher", "pub", cfg, ALL_CHILDREN, env)
         children.append(pub)
         expect(pub, "ready", 60)
-        subs = [spawn(__file__, f"{case} subscriber{i}", "sub", dict(cfg, sub_index=i), ALL_CHILDREN)
+        subs = [spawn(__file__, f"{case} subscriber{i}", "sub", dict(cfg, sub_index=i), ALL_CHILDREN, env)
                 for i in range(nsubs)]
         children.extend(subs)
         for s in subs:
@@ -401,6 +401,15 @@ def upstream_available(args: argparse.Namespace) -> bool:
     return not args.skip_upstream and os.path.exists(UPSTREAM_PYTHON)
 
 
+def upstream_environ(args: argparse.Namespace) -> dict[str, str]:
+    """Upstream's processes get glibc's defaults (as its runtime gives them), or our workers'
+    setting with ``--upstream-nt``."""
+    from ezmsg_console.pubsub import shm
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", shm.NT_THRESHOLD_ENV)}
+    return shm.worker_environ(env) if args.upstream_nt else env
+
+
 def run_upstream(args: argparse.Namespace, only: str | None) -> tuple[list[dict], str, str | None]:
     """(rows, first line of its output, error or None)."""
     if args.skip_upstream:
@@ -415,7 +424,7 @@ def run_upstream(args: argparse.Namespace, only: str | None) -> tuple[list[dict]
     if only:
         cmd += ["--only", only]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=False)
+                            start_new_session=False, env=upstream_environ(args))
     try:
         text, _ = proc.communicate(timeout=240)
     except BaseException:
@@ -649,6 +658,9 @@ def parent_main(args: argparse.Namespace) -> int:
           f"{params['seconds']}s or {params['max_msgs']} msgs, paced latency {params['paced_seconds']}s or "
           f"{params['paced_max']} msgs; num_buffers={NUM_BUFFERS}; every endpoint in its own process; "
           f"zero_copy recv_delivery()+done()")
+    ours_env = dict(os.environ) if args.glibc_default else shm_mod.worker_environ(os.environ)
+    print(f"  glibc    ours: GLIBC_TUNABLES={ours_env.get('GLIBC_TUNABLES', '(default)')} "
+          f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
     if args.profile:
         print(f"  PROFILING into {os.environ[PROFILE_ENV]}: numbers below are NOT representative")
     print(flush=True)
@@ -677,7 +689,7 @@ def parent_main(args: argparse.Namespace) -> int:
     try:
         for i, (workload, channel, payload, nsubs) in enumerate(cases):
             try:
-                row = run_case(graph, run_tag, workload, channel, payload, nsubs, params, i)
+                row = run_case(graph, run_tag, workload, channel, payload, nsubs, params, i, ours_env)
             except (RuntimeError, KeyError, ValueError) as exc:
                 if STOPPING:
                     raise Interrupted(STOPPING[0]) from exc
@@ -815,6 +827,11 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated substrings a case 'workload/channel/payload_bytes' must all "
                                    "contain (also passed to the upstream script)")
     ap.add_argument("--profile", metavar="DIR", help=f"cProfile the children's throughput phase (sets ${PROFILE_ENV})")
+    ap.add_argument("--glibc-default", action="store_true",
+                    help="run our children with glibc's default memcpy settings instead of the ones run() gives its "
+                         "workers (non-temporal stores from 512 KiB; see ezmsg_console.pubsub.shm.worker_environ)")
+    ap.add_argument("--upstream-nt", action="store_true",
+                    help="give upstream's processes our workers' glibc setting too (a like-for-like check)")
     ap.add_argument("--role", choices=("pub", "sub"), help=argparse.SUPPRESS)
     ap.add_argument("--cfg", help=argparse.SUPPRESS)
     args = ap.parse_args()

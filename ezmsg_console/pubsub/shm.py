@@ -12,6 +12,9 @@ from __future__ import annotations
 import mmap
 import os
 import uuid
+from typing import Mapping
+
+from ..protocol.errors import ConfigurationError
 
 try:  # CPython's own binding of shm_open/shm_unlink (used by multiprocessing)
     import _posixshmem
@@ -20,6 +23,45 @@ except ImportError:  # pragma: no cover - non-POSIX platforms
 
 PREFIX = "ezc_"
 SHM_DIR = "/dev/shm"
+
+NT_THRESHOLD_ENV = "EZMSG_CONSOLE_NT_THRESHOLD"
+"""Bytes from which a worker's memcpy uses non-temporal stores; ``0`` leaves glibc's own choice."""
+DEFAULT_NT_THRESHOLD = 512 * 1024
+NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
+GLIBC_MIN_NT_THRESHOLD = 0x4040  # glibc ignores smaller values
+
+
+def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for a new worker process, with glibc told to copy big buffers around the cache.
+
+    Writing a 1 MiB message into a shared-memory slot with ordinary stores
+    pulls source and destination through the core's caches (2 MiB here) and
+    evicts the interpreter's own working set: the Python code that runs next
+    (encoding, the header, the event loop) then runs from memory, several
+    times slower. With non-temporal stores from :data:`DEFAULT_NT_THRESHOLD`
+    bytes the destination bypasses the cache; on this project's 2-core VM a
+    1 MiB publish went from ~120 to ~96 us and throughput rose ~40 %
+    (``benchmarks/pubsub.py``). glibc reads the setting only when a process
+    starts, so it is given to workers through their environment. Messages
+    under the threshold are unaffected. ``EZMSG_CONSOLE_NT_THRESHOLD=0``
+    turns this off; a threshold already in ``GLIBC_TUNABLES`` is kept.
+    """
+    env = dict(environ)
+    raw = env.get(NT_THRESHOLD_ENV, "").strip()
+    try:
+        threshold = int(raw, 0) if raw else DEFAULT_NT_THRESHOLD
+    except ValueError:
+        raise ConfigurationError(f"{NT_THRESHOLD_ENV} must be a byte count (or 0 to turn it off), "
+                                 f"not {raw!r}") from None
+    if threshold <= 0:
+        return env
+    threshold = max(threshold, GLIBC_MIN_NT_THRESHOLD)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if NT_TUNABLE + "=" in tunables:
+        return env
+    setting = f"{NT_TUNABLE}={threshold:#x}"
+    env["GLIBC_TUNABLES"] = f"{tunables}:{setting}" if tunables else setting
+    return env
 
 
 def new_name(run_tag: str) -> str:

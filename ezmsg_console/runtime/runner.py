@@ -170,6 +170,7 @@ class Runner:
 
     async def _start_workers(self, assembly: Assembly) -> None:
         assert self.ctx is not None and self.ctx.address is not None
+        base_env = shm.worker_environ(os.environ)
         for group, units in assembly.groups:
             spec = {
                 "run_tag": self.run_tag,
@@ -180,7 +181,7 @@ class Runner:
                 "units": [dataclasses.asdict(u) for u in units],
             }
             read_fd, write_fd = os.pipe()
-            env = {**os.environ, STATUS_FD_ENV: str(write_fd), RUN_TAG_ENV: self.run_tag}
+            env = {**base_env, STATUS_FD_ENV: str(write_fd), RUN_TAG_ENV: self.run_tag}
             if self.token:
                 env[TOKEN_ENV] = self.token
             try:

@@ -111,6 +111,8 @@ def test_sigint_to_a_running_script_exits_cleanly(tmp_path, no_leaks):
             time.sleep(0.05)
         running = workers()
         assert len(running) == 2 and shm.ours(os.environ[RUN_TAG_PREFIX_ENV])
+        # workers copy big messages around the cache (pubsub.shm.worker_environ)
+        assert all(shm.NT_TUNABLE + "=" in p.environ().get("GLIBC_TUNABLES", "") for p in running)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=TIMEOUT * 2)
     finally:
