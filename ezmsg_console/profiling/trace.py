@@ -1,17 +1,23 @@
 """Opt-in tracing: per-endpoint sample rings, the hooks that fill them, and columnar draining.
 
-While tracing is off every hook attribute of every endpoint is None, so the
-publish and receive paths pay one ``is not None`` test each. Turning it on
-(:meth:`Tracer.configure`) installs small closures on the endpoints the
-control selects. Every configure clears all rings and sampling counters.
+While tracing is off every hook attribute of every endpoint is None (and a
+subscriber's ``trace_arrival`` False), so the publish and receive paths pay
+one test each. Turning it on (:meth:`Tracer.configure`) installs hooks on the
+endpoints the control selects. Every configure clears all rings and sampling
+counters.
 
-The hooks do as little as possible: each appends one flat row of plain ints
-(and the channel name) to its endpoint's :class:`TraceRing` list with a
-bound ``list.extend``, one call per sampled message. A publisher row is
-``(timestamp, msg_id, waited)`` (``waited`` 0 for a ``publish_delta_ns`` row,
-> 0 for a ``backpressure_wait_ns`` row); a subscriber row is ``(handler end,
-handler start, arrival, publish, msg_id, channel)``, from which one message's
-``lease_time_ns``, ``handler_ns`` and ``e2e_latency_ns`` samples are derived.
+The hooks do as little as possible and read no clock: the endpoints pass the
+timestamps they took anyway. A publisher calls ``hook(publisher, msg_id,
+publish_ns, waited)`` with the send stamp it puts in the message; a subscriber
+stamps ``delivery.arrival_ns`` itself (only while ``trace_arrival`` is set: the
+lease metric is wanted) and calls ``trace(row)`` with one flat tuple ``(handler
+end, handler start, arrival, publish, msg_id, channel)`` per handled message,
+from which that message's ``lease_time_ns``, ``handler_ns`` and
+``e2e_latency_ns`` samples are derived. With ``sample_mod=1`` the subscriber's
+``trace`` *is* the ring's bound ``list.extend`` (no Python frame at all); with
+sampling it is a small closure that counts. A publisher hook appends ``(timestamp,
+msg_id, waited)`` rows to its ring (``waited`` 0 for a ``publish_delta_ns`` row,
+> 0 for a ``backpressure_wait_ns`` row).
 
 Every few milliseconds (the push loop's fold tick) :meth:`TraceRing.fold`
 converts a ring's rows into a chunk of numpy columns (a few ``fromiter``
@@ -308,8 +314,7 @@ def _prefix_counts(keys: list[np.ndarray], limit: int) -> list[int]:
 class Tracer:
     """The trace state of one process: which endpoints are traced, and their rings."""
 
-    def __init__(self, clock: Callable[[], int] = time.monotonic_ns, capacity: int = RING_CAPACITY) -> None:
-        self.clock = clock
+    def __init__(self, capacity: int = RING_CAPACITY) -> None:
         self.capacity = capacity
         self.control = ProfilingTraceControl()
         self.rings: dict[str, TraceRing] = {}
@@ -351,16 +356,17 @@ class Tracer:
                     or not _selected(sub.sub_id, sub.topic, c.subscriber_topics, c.subscriber_endpoint_ids):
                 continue
             if metrics & {_LEASE, _HANDLER, _E2E}:
-                if _LEASE in metrics:
-                    sub.hook = self._arrival_hook()
+                sub.trace_arrival = _LEASE in metrics
                 sub.trace = self._subscriber_trace(sub, _LEASE in metrics, _HANDLER in metrics, _E2E in metrics)
                 self.traced[sub.sub_id] = sub
 
     def uninstall(self) -> None:
         for endpoint in self.traced.values():
-            endpoint.hook = None
             if hasattr(endpoint, "trace"):
                 endpoint.trace = None
+                endpoint.trace_arrival = False
+            else:
+                endpoint.hook = None
         self.traced.clear()
 
     def disable(self) -> None:
@@ -384,61 +390,51 @@ class Tracer:
 
     def _publisher_hook(self, pub: Any, want_delta: bool, want_wait: bool) -> Callable[..., None]:
         add = self._ring(pub.pub_id, pub.topic, 3).rows.extend
-        clock, mod = self.clock, self.control.sample_mod
+        mod = self.control.sample_mod
 
         if not want_delta:
-            def waits_only(_pub: Any, msg_id: int, _nbytes: int, waited: int) -> None:
+            def waits_only(_pub: Any, msg_id: int, now: int, waited: int) -> None:
                 if waited:
-                    add((clock(), msg_id, waited))
+                    add((now, msg_id, waited))
             return waits_only
         if mod == 1 and want_wait:
-            def every(_pub: Any, msg_id: int, _nbytes: int, waited: int) -> None:
+            def every(_pub: Any, msg_id: int, now: int, waited: int) -> None:
                 if waited:
-                    add((clock(), msg_id, waited))
-                add((clock(), msg_id, 0))
+                    add((now, msg_id, waited, now, msg_id, 0))
+                else:
+                    add((now, msg_id, 0))
             return every
         if mod == 1:
-            def every_delta(_pub: Any, msg_id: int, _nbytes: int, _waited: int) -> None:
-                add((clock(), msg_id, 0))
+            def every_delta(_pub: Any, msg_id: int, now: int, _waited: int) -> None:
+                add((now, msg_id, 0))
             return every_delta
         count = 0
 
-        def sampled(_pub: Any, msg_id: int, _nbytes: int, waited: int) -> None:
+        def sampled(_pub: Any, msg_id: int, now: int, waited: int) -> None:
             nonlocal count
             if waited and want_wait:
-                add((clock(), msg_id, waited))
+                add((now, msg_id, waited))
             count += 1
             if count % mod == 0:
-                add((clock(), msg_id, 0))
+                add((now, msg_id, 0))
         return sampled
 
-    def _arrival_hook(self) -> Callable[..., None]:
-        clock = self.clock
-
-        def hook(_sub: Any, delivery: Any, _nbytes: int) -> None:
-            delivery.arrival_ns = clock()
-
-        return hook
-
     def _subscriber_trace(self, sub: Any, want_lease: bool, want_handler: bool,
-                          want_e2e: bool) -> Callable[..., None]:
+                          want_e2e: bool) -> Callable[[tuple[Any, ...]], None]:
         ring = self._ring(sub.sub_id, sub.topic, 6)
         ring.wants = (want_lease, want_handler, want_e2e)
         add = ring.rows.extend
         mod = self.control.sample_mod
 
         if mod == 1:
-            def every(delivery: Any, start: int, end: int) -> None:
-                add((end, start, delivery.arrival_ns, delivery.publish_ns, delivery.msg_id, delivery.channel))
-            return every
+            return add  # the row goes straight into the ring
         count = 0
 
-        def sampled(delivery: Any, start: int, end: int) -> None:
+        def sampled(row: tuple[Any, ...]) -> None:
             nonlocal count
             count += 1
-            if count % mod:
-                return
-            add((end, start, delivery.arrival_ns, delivery.publish_ns, delivery.msg_id, delivery.channel))
+            if count % mod == 0:
+                add(row)
         return sampled
 
     # -- reading -----------------------------------------------------------------------

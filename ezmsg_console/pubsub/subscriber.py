@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 
 LINK_TIMEOUT = 5.0
 BIG_MESSAGE = 64 * 1024
-ReceiveHook = Callable[["Subscriber", "Delivery", int], None]
-"""Called as hook(subscriber, delivery, payload_bytes) for each message received."""
-DoneHook = Callable[["Delivery", int, int], None]
-"""Called as trace(delivery, handler_start_ns, handler_end_ns) when a handled message is done."""
+FLUSH_EVERY = 4096
+"""Messages received between two bucketings of the histograms (see :meth:`Subscriber.flush_histograms`)."""
+TraceHook = Callable[[tuple[Any, ...]], None]
+"""Called as trace((handler_end_ns, handler_start_ns, arrival_ns, publish_ns, msg_id, channel)) when a
+handled message is done (one flat tuple, so the hook can be a bound ``list.extend``)."""
 _monotonic_ns = time.monotonic_ns
 
 
@@ -85,14 +86,12 @@ class Delivery:
         if start:
             self.start_ns = 0
             end = _monotonic_ns()
-            owner = self._owner
-            if owner is not None:
-                if owner.histograms:
-                    w = end - start + 8  # histogram.bucket_of, inlined: this runs for every message
-                    b = w.bit_length()
-                    owner.handler_counts[(b << 2) | ((w >> (b - 3)) & 3)] += 1
-                if owner.trace is not None:
-                    owner.trace(self, start, end)
+            owner = self._owner  # start_ns is only ever set by the owner's recv_delivery()
+            if owner.histograms:
+                owner.handler_add(end - start)  # bucketed in bulk, later (histogram.Histogram.flush)
+            trace = owner.trace
+            if trace is not None:
+                trace((end, start, self.arrival_ns, self.publish_ns, self.msg_id, self.channel))
         if self._acked:
             return
         self._acked = True
@@ -162,10 +161,11 @@ class Subscriber:
         self.histograms = host.histograms
         self.handler_ns = Histogram()
         self.latency_ns = Histogram()
-        self.handler_counts = self.handler_ns.counts
-        self.latency_counts = self.latency_ns.counts
-        self.hook: ReceiveHook | None = None
-        self.trace: DoneHook | None = None
+        self.handler_add = self.handler_ns.pending.append
+        self.latency_add = self.latency_ns.pending.append
+        self._until_flush = FLUSH_EVERY
+        self.trace_arrival = False  # stamp Delivery.arrival_ns (set by the tracer for the lease metric)
+        self.trace: TraceHook | None = None
 
     # -- receiving -------------------------------------------------------
 
@@ -173,8 +173,8 @@ class Subscriber:
         self.received += 1
         self.bytes_received += nbytes
         self.last_channel = delivery.channel
-        if self.hook is not None:
-            self.hook(self, delivery, nbytes)
+        if self.trace_arrival:
+            delivery.arrival_ns = _monotonic_ns()
         if self.leaky:
             delivery.release()  # a copy was taken on arrival
             if len(self._queue) >= self.max_queue:
@@ -227,12 +227,23 @@ class Subscriber:
             delivery.start_ns = now
             published = delivery.publish_ns
             if published:
-                w = now - published + 8  # histogram.bucket_of, inlined: this runs for every message
-                b = w.bit_length()
-                self.latency_counts[(b << 2) | ((w >> (b - 3)) & 3)] += 1
+                self.latency_add(now - published)  # bucketed in bulk, later (histogram.Histogram.flush)
+            left = self._until_flush - 1
+            if left:
+                self._until_flush = left
+            else:
+                self.flush_histograms()
         elif self.trace is not None:
             delivery.start_ns = _monotonic_ns()
         return delivery
+
+    def flush_histograms(self) -> None:
+        """Bucket the values recorded since the last flush (reading a histogram does it too).
+        :meth:`recv_delivery` calls it every :data:`FLUSH_EVERY` messages, which bounds the raw
+        values held: each message adds at most one to each histogram (its ``done()`` may come later)."""
+        self._until_flush = FLUSH_EVERY
+        self.handler_ns.flush()
+        self.latency_ns.flush()
 
     async def recv(self) -> Any:
         """The next message. Its slot is given back at once, or, for a

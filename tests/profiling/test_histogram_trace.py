@@ -56,6 +56,65 @@ def test_percentiles_are_within_the_bucket_resolution() -> None:
     assert snap.max_ns >= values[-1]
 
 
+def test_pending_values_are_bucketed_in_bulk_exactly_as_one_by_one() -> None:
+    """The hot paths append raw values to ``pending``; a flush (or any read) buckets them
+    exactly as :func:`bucket_of` would, edge cases included."""
+    rng = random.Random(3)
+    values = [rng.randrange(0, 2**k) for k in range(1, 64) for _ in range(20)]
+    values += [(1 << k) + d for k in range(3, 64) for d in (-9, -8, -7, -1, 0, 1)]
+    values += [-(2**63), -5, 0, 1, 2**53 - 9, 2**53 - 8, 2**63 - 1]  # negatives, the float-exact limit, int64 max
+    expected = [0] * NUM_BUCKETS
+    for v in values:
+        expected[bucket_of(v)] += 1
+    h = Histogram()
+    h.pending.extend(values)
+    assert h.counts == expected and h.pending == []  # reading flushes
+    h.pending.extend([2**70, 5])  # not an int64: bucketed one by one
+    h.flush()
+    assert h.counts[-1] == expected[-1] + 1 and h.total == len(values) + 2
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=50))
+def test_flush_matches_bucket_of(values: list[int]) -> None:
+    h, ref = Histogram(), Histogram()
+    h.pending.extend(values)
+    for v in values:
+        ref.record(v)
+    assert h.copy_counts() == ref.copy_counts()
+    assert h.snapshot() == ref.snapshot()
+
+
+def test_subscriber_histograms_count_every_message_and_stay_bounded() -> None:
+    from ezmsg_console.protocol.graph import SubscriberInfo
+    from ezmsg_console.pubsub import subscriber as subscriber_module
+    from ezmsg_console.pubsub.subscriber import Delivery, Subscriber
+
+    class Host:
+        histograms = True
+
+    class Source:
+        def release_local(self, slot: int) -> None:
+            pass
+
+    sub = Subscriber(SubscriberInfo(sub_id="s", topic="t"), Host())  # type: ignore[arg-type]
+    n = subscriber_module.FLUSH_EVERY * 2 + 10
+    for i in range(n):
+        sub._queue.append(Delivery(None, Source(), 0, i, 1 if i % 2 else 0, "LOCAL", None, sub))
+        coro = sub.recv_delivery()
+        with pytest.raises(StopIteration) as stop:
+            coro.send(None)
+        stop.value.value.done()
+        assert len(sub.handler_ns.pending) <= subscriber_module.FLUSH_EVERY
+    assert sub.handler_ns.total == n and sub.latency_ns.total == n // 2  # publish time 0: no latency
+    for i in range(n):  # recv(): latency only (no handler span), still bounded
+        sub._queue.append(Delivery(None, Source(), 0, i, 1, "LOCAL", None, sub))
+        coro = sub.recv()
+        with pytest.raises(StopIteration):
+            coro.send(None)
+        assert len(sub.latency_ns.pending) <= subscriber_module.FLUSH_EVERY
+    assert sub.handler_ns.total == n and sub.latency_ns.total == n // 2 + n
+
+
 def test_window_is_the_difference_since_a_copy() -> None:
     h = Histogram()
     for v in (100, 200, 300):

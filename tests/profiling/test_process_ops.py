@@ -98,7 +98,7 @@ async def test_batch_holds_both_sides_in_time_order_and_reports_overflow(proc: P
     await ctx.process_set_profiling_trace(UNIT, ProfilingTraceControl(enabled=False))
     pub = next(iter(proc.host.publishers.values()))
     sub = next(iter(proc.host.subscribers.values()))
-    assert pub.hook is None and sub.hook is None and sub.trace is None  # off means no hook at all
+    assert pub.hook is None and not sub.trace_arrival and sub.trace is None  # off means no hook at all
 
 
 async def test_byte_counters_and_histograms_count_every_message(proc: Proc, server: Any, make_ctx: Any) -> None:

@@ -35,12 +35,16 @@ class Clock:
 
 
 class Pub:
-    def __init__(self, pub_id: str = "P", topic: str = "T/OUT") -> None:
-        self.pub_id, self.topic, self.hook = pub_id, topic, None
+    """Calls its hook as Publisher.broadcast does: with the send stamp it took."""
 
-    def publish(self, msg_id: int, waited: int = 0) -> None:
+    def __init__(self, clock: Any, pub_id: str = "P", topic: str = "T/OUT") -> None:
+        self.pub_id, self.topic, self.hook, self.clock = pub_id, topic, None, clock
+
+    def publish(self, msg_id: int, waited: int = 0) -> int:
+        now = self.clock()
         if self.hook is not None:
-            self.hook(self, msg_id, 64, waited)
+            self.hook(self, msg_id, now, waited)
+        return now
 
 
 class Delivery:
@@ -49,33 +53,35 @@ class Delivery:
 
 
 class Sub:
+    """Stamps arrival and calls its trace hook as Subscriber and Delivery.done do."""
+
     def __init__(self, clock: Clock, sub_id: str = "S", topic: str = "T/OUT") -> None:
-        self.sub_id, self.topic, self.hook, self.trace, self.clock = sub_id, topic, None, None, clock
+        self.sub_id, self.topic, self.trace, self.clock = sub_id, topic, None, clock
+        self.trace_arrival = False
         self.handled: list[tuple[int, int, int, int, int]] = []  # msg_id, publish, arrival, start, end
 
     def receive(self, msg_id: int, publish_ns: int, channel: str = "SHM") -> None:
         delivery = Delivery(msg_id, publish_ns, channel)
-        if self.hook is not None:
-            self.hook(self, delivery, 64)
+        if self.trace_arrival:
+            delivery.arrival_ns = self.clock()
         start = self.clock()
         end = self.clock()
         self.handled.append((msg_id, publish_ns, delivery.arrival_ns, start, end))
         if self.trace is not None:
-            self.trace(delivery, start, end)
+            self.trace((end, start, delivery.arrival_ns, delivery.publish_ns, delivery.msg_id, delivery.channel))
 
 
 def rig(control: ProfilingTraceControl = ON, capacity: int = 10000) -> tuple[Tracer, Clock, Pub, Sub]:
     clock = Clock()
-    tracer = Tracer(clock=clock, capacity=capacity)
-    pub, sub = Pub(), Sub(clock)
+    tracer = Tracer(capacity=capacity)
+    pub, sub = Pub(clock), Sub(clock)
     tracer.configure(control, [pub], [sub])
     return tracer, clock, pub, sub
 
 
 def roundtrips(clock: Clock, pub: Pub, sub: Sub, ids: range, channel: str = "SHM") -> None:
     for i in ids:
-        pub.publish(i)
-        sub.receive(i, clock(), channel)
+        sub.receive(i, pub.publish(i), channel)
 
 
 def batch_of(tracer: Tracer, max_samples: int = 100_000) -> ProfilingTraceBatch:
@@ -191,9 +197,19 @@ def test_folding_often_keeps_exactly_the_newest_samples() -> None:
     assert len(kept) == 10 and min(kept) == (96, "handler_ns")  # message 96's last sample, then 97..99
 
 
+def test_every_publish_with_a_wait_gives_a_wait_and_a_delta_sample() -> None:
+    tracer, clock, pub, sub = rig()
+    stamps = [pub.publish(0), pub.publish(1, waited=7), pub.publish(2)]
+    samples = batch_of(tracer).samples
+    assert [(s.sample_seq, s.metric, s.timestamp_mono_ns, s.value_ns) for s in samples] == [
+        (0, "publish_delta_ns", stamps[0], 0),
+        (1, "backpressure_wait_ns", stamps[1], 7), (1, "publish_delta_ns", stamps[1], stamps[1] - stamps[0]),
+        (2, "publish_delta_ns", stamps[2], stamps[2] - stamps[1])]
+
+
 def test_filters_metrics_and_reconfigure() -> None:
     tracer, clock, pub, sub = rig(ProfilingTraceControl(enabled=True, metrics=("handler_ns",)))
-    assert pub.hook is None and sub.hook is None and sub.trace is not None  # no arrival stamp needed
+    assert pub.hook is None and not sub.trace_arrival and sub.trace is not None  # no arrival stamp needed
     roundtrips(clock, pub, sub, range(3))
     assert [s.metric for s in batch_of(tracer).samples] == ["handler_ns"] * 3
 
@@ -202,17 +218,16 @@ def test_filters_metrics_and_reconfigure() -> None:
     assert batch_of(tracer).n_samples == 0  # nothing stale survives a new control
     assert pub.hook is None and sub.trace is not None  # a publisher filter alone leaves subscribers traced
     tracer.configure(ProfilingTraceControl(enabled=True, subscriber_endpoint_ids=("nope",)), [pub], [sub])
-    assert pub.hook is not None and sub.trace is None and sub.hook is None
+    assert pub.hook is not None and sub.trace is None and not sub.trace_arrival
     tracer.disable()
     assert pub.hook is None and tracer.rings == {}
 
 
 def test_missing_stamps_and_mixed_channels() -> None:
     tracer, clock, pub, sub = rig()
-    hook = sub.hook
-    sub.hook = None  # arrived before tracing started: no arrival stamp, so no lease sample
+    sub.trace_arrival = False  # arrived before tracing started: no arrival stamp, so no lease sample
     sub.receive(1, 0, "TCP")  # publish time unknown: no e2e sample
-    sub.hook = hook
+    sub.trace_arrival = True
     sub.receive(2, clock(), "LOCAL")
     sub.receive(3, clock(), "SHM")
     samples = batch_of(tracer).samples
@@ -296,8 +311,9 @@ def test_a_big_endpoint_table_is_checked_too() -> None:
 
 
 def test_equal_timestamps_are_ordered_by_sample_seq_across_endpoints() -> None:
-    tracer = Tracer(clock=lambda: 5_000)  # a coarse clock: every sample at the same time
-    first, second = Pub("A", "T/A"), Pub("B", "T/B")
+    tracer = Tracer()
+    coarse = lambda: 5_000  # noqa: E731 - a coarse clock: every sample at the same time
+    first, second = Pub(coarse, "A", "T/A"), Pub(coarse, "B", "T/B")
     tracer.configure(ON, [first, second], [])
     first.publish(5)
     first.publish(9)
