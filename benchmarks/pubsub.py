@@ -235,7 +235,7 @@ async def subscriber_main(cfg: dict) -> None:
     ctl = StdinControl(asyncio.get_running_loop(), on_orphan=lambda: sweep_run(cfg["run_tag"]))
     conn, host = await open_host(cfg, f"bench-sub{cfg['sub_index']}")
     try:
-        sub = await host.subscriber(cfg["topic"], zero_copy=True)
+        sub = await host.subscriber(cfg["topic"], zero_copy=not cfg.get("copy_out", False))
         await sub.wait_for_publishers(1, 10.0)
         emit({"event": "ready"})
 
@@ -630,6 +630,7 @@ def parent_main(args: argparse.Namespace) -> int:
     else:
         params = dict(warmup_s=0.5, warmup_min=16, seconds=2.5, max_msgs=200_000, paced_warmup=20,
                       paced_seconds=1.0, paced_max=2000)
+    params["copy_out"] = args.copy_out
     if args.profile:
         os.environ[PROFILE_ENV] = os.path.abspath(args.profile)
 
@@ -657,7 +658,7 @@ def parent_main(args: argparse.Namespace) -> int:
     print(f"  mode     {'quick' if args.quick else 'full'}; per case: warm-up {params['warmup_s']}s, throughput "
           f"{params['seconds']}s or {params['max_msgs']} msgs, paced latency {params['paced_seconds']}s or "
           f"{params['paced_max']} msgs; num_buffers={NUM_BUFFERS}; every endpoint in its own process; "
-          f"zero_copy recv_delivery()+done()")
+          f"{'zero_copy=False (copied on arrival)' if args.copy_out else 'zero_copy'} recv_delivery()+done()")
     ours_env = dict(os.environ) if args.glibc_default else shm_mod.worker_environ(os.environ)
     print(f"  glibc    ours: GLIBC_TUNABLES={ours_env.get('GLIBC_TUNABLES', '(default)')} "
           f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
@@ -832,6 +833,9 @@ def main() -> int:
                          "workers (non-temporal stores from 512 KiB; see ezmsg_console.pubsub.shm.worker_environ)")
     ap.add_argument("--upstream-nt", action="store_true",
                     help="give upstream's processes our workers' glibc setting too (a like-for-like check)")
+    ap.add_argument("--copy-out", action="store_true",
+                    help="our subscribers copy each message out of shared memory on arrival (zero_copy=False, "
+                         "as leaky ones do) instead of reading it in place; upstream runs as always")
     ap.add_argument("--role", choices=("pub", "sub"), help=argparse.SUPPRESS)
     ap.add_argument("--cfg", help=argparse.SUPPRESS)
     args = ap.parse_args()
