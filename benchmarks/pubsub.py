@@ -51,6 +51,10 @@ Latency = ``time.monotonic_ns()`` in the subscriber minus the publisher's stamp
 (CLOCK_MONOTONIC is system-wide on Linux). CPU% = process CPU time / wall time over
 the throughput phase (100 = one core pegged).
 
+Event loop: the children run the loop a ``run()`` worker runs
+(``ezmsg_console.runtime.loop.run_loop``: asyncio's own, uvloop with
+``EZMSG_CONSOLE_LOOP=uvloop`` or ``auto``); each case prints which one its children used.
+
 Profiling: set ``EZC_PUBSUB_PROFILE=DIR`` (or pass ``--profile DIR``) and every
 child process runs cProfile over its throughput phase only and writes
 ``DIR/<case>-<role>.prof`` (read it with ``python -m pstats``). Profiling slows
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -72,6 +77,8 @@ import sys
 import tempfile
 import time
 from typing import Any
+
+from ezmsg_console.runtime.loop import LOOP_ENV, loop_choice, loop_name, run_loop
 
 from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, report_cleanup, run_parent, spawn
 
@@ -157,7 +164,7 @@ async def publisher_main(cfg: dict) -> None:
     conn, host = await open_host(cfg, "bench-pub")
     try:
         pub = await host.publisher(cfg["topic"], num_buffers=NUM_BUFFERS, buf_size=buf_size, force_tcp=not shm)
-        emit({"event": "ready"})
+        emit({"event": "ready", "loop": loop_name()})
         await ctl.go.wait()
 
         want = cfg["nsubs"]
@@ -237,7 +244,7 @@ async def subscriber_main(cfg: dict) -> None:
     try:
         sub = await host.subscriber(cfg["topic"], zero_copy=not cfg.get("copy_out", False))
         await sub.wait_for_publishers(1, 10.0)
-        emit({"event": "ready"})
+        emit({"event": "ready", "loop": loop_name()})
 
         prof = Profiler(f"{cfg['case']}-sub{cfg['sub_index']}")
         load_lat: list[int] = []
@@ -301,7 +308,8 @@ async def subscriber_main(cfg: dict) -> None:
 def child_main(role: str, cfg_json: str) -> None:
     cfg = json.loads(cfg_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cleans up
-    asyncio.run(publisher_main(cfg) if role == "pub" else subscriber_main(cfg))
+    # The event loop a worker would run (uvloop when installed, see ezmsg_console.runtime.loop).
+    run_loop(publisher_main(cfg) if role == "pub" else subscriber_main(cfg))
 
 
 # -------------------------------------------------------------------------- parent side
@@ -331,12 +339,12 @@ def run_case(graph: tuple[str, int], run_tag: str, workload: str, channel: str, 
     try:
         pub = spawn(__file__, f"{case} publisher", "pub", cfg, ALL_CHILDREN, env)
         children.append(pub)
-        expect(pub, "ready", 60)
+        loops = [expect(pub, "ready", 60).get("loop", "?")]
         subs = [spawn(__file__, f"{case} subscriber{i}", "sub", dict(cfg, sub_index=i), ALL_CHILDREN, env)
                 for i in range(nsubs)]
         children.extend(subs)
         for s in subs:
-            expect(s, "ready", 60)
+            loops.append(expect(s, "ready", 60).get("loop", "?"))
         assert pub.proc.stdin is not None
         pub.proc.stdin.write("go\n")
         pub.proc.stdin.flush()
@@ -389,6 +397,7 @@ def run_case(graph: tuple[str, int], run_tag: str, workload: str, channel: str, 
         "problems": problems,
         "other_cpu_pct": None if other_pct is None else round(other_pct, 0),
         "placement": placement,
+        "loop": "/".join(sorted(set(loops))),
         "same_core": (len({main_cpu(pub_res["cpus"])} | {main_cpu(r["cpus"]) for r in sub_res}) == 1
                       and "*" not in placement and "?" not in placement),
     }
@@ -662,6 +671,8 @@ def parent_main(args: argparse.Namespace) -> int:
     ours_env = dict(os.environ) if args.glibc_default else shm_mod.worker_environ(os.environ)
     print(f"  glibc    ours: GLIBC_TUNABLES={ours_env.get('GLIBC_TUNABLES', '(default)')} "
           f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
+    print(f"  loop     ours: children run {LOOP_ENV}={loop_choice()} as run() workers do (uvloop "
+          f"{'installed' if importlib.util.find_spec('uvloop') else 'not installed'}; each case reports its loop)")
     if args.profile:
         print(f"  PROFILING into {os.environ[PROFILE_ENV]}: numbers below are NOT representative")
     print(flush=True)
@@ -699,7 +710,7 @@ def parent_main(args: argparse.Namespace) -> int:
                 print(f"  FAILED {workload:8s} {channel:4s} {label(payload):>7s}: {str(exc)[:2000]}", flush=True)
             else:
                 print(f"  done   {workload:8s} {channel:4s} {label(payload):>7s}: {row['msgs_per_s']:,.0f} msg/s, "
-                      f"p50 {fmt(row['p50_us'])} us", flush=True)
+                      f"p50 {fmt(row['p50_us'])} us (children on {row['loop']})", flush=True)
             ours.append(row)
             if interleave:
                 up_other = OtherLoad()

@@ -69,7 +69,7 @@ class EndpointHost:
         """Handler-time and latency histograms for new subscribers (the per-process switch)."""
         self._unix_address = ""
         self._tcp_port = 0
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[asyncio.AbstractServer] = []
         self._route_tasks: set[asyncio.Task[None]] = set()
         self._latest_routes: dict[str, tuple[PublisherInfo, ...]] = {}
         self._grace_until = 0.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import sys
 import time
 import weakref
@@ -122,6 +123,24 @@ class Delivery:
             source.ack(self.slot, self.msg_id, self.big)
         else:
             source.release_local(self.slot)
+
+
+async def open_unix_link(loop: asyncio.AbstractEventLoop, factory: Callable[[], SubscriberLink],
+                         address: str) -> tuple[asyncio.BaseTransport, SubscriberLink]:
+    """Connect to a publisher's Unix data socket, also at an abstract address (leading NUL).
+
+    The socket is connected here and handed to the loop: uvloop's
+    ``create_unix_connection(path=...)`` passes the path to libuv as a C string,
+    so an abstract address reads as an empty path there and fails with EINVAL.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+        return await loop.create_unix_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class _RemoteSource:
@@ -316,7 +335,7 @@ class Subscriber:
 
         if same_host:
             _transport, link = await asyncio.wait_for(
-                loop.create_unix_connection(factory, info.unix_address), LINK_TIMEOUT)
+                open_unix_link(loop, factory, info.unix_address), LINK_TIMEOUT)
         else:
             _transport, link = await asyncio.wait_for(
                 loop.create_connection(factory, info.tcp_host, info.tcp_port), LINK_TIMEOUT)

@@ -35,6 +35,12 @@ from .assembly import Assembly, assemble
 from .unit import Component
 from .status import STATUS_FD_ENV, encode_spec
 
+WORKER_BOOT = ("import signal; signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT)); "
+               "from ezmsg_console.runtime.worker import main; raise SystemExit(main())")
+"""The worker's command (``python -c``): SIGTERM/SIGINT are blocked before anything is
+imported, so threads started by imports (numpy's BLAS pool) never take them; the worker
+unblocks them in its main thread once its loop handles them (see ``worker.Worker.run``)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -186,7 +192,7 @@ class Runner:
                 env[TOKEN_ENV] = self.token
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "ezmsg_console.runtime.worker",
+                    sys.executable, "-c", WORKER_BOOT,
                     stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=env, start_new_session=True,
                 )
             finally:

@@ -33,6 +33,7 @@ from ..protocol.errors import ConsoleError
 from ..client.reconnect import retry_until_connected
 from ..pubsub.host import EndpointHost
 from ..settings.values import from_plain
+from .loop import run_loop
 from .process_control import ProcessControlClient
 from .profiling_ops import ProfilingOps
 from .settings_ops import SettingsOps
@@ -43,6 +44,7 @@ from .unit_runner import UnitRunner
 log = logging.getLogger("ezmsg_console.worker")
 
 MAIN_MODULE = "__ezc_main__"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DRAIN_TIMEOUT = 2.0
 
 
@@ -140,8 +142,9 @@ class Worker:
 
     async def run(self, commands: asyncio.StreamReader) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop_event.set)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked from birth (see runner.WORKER_BOOT)
         address = parse_address(self.spec["graph_address"])
         units = self.build_units()
         self.conn = await ClientConnection.open(address, role=m.Role.PROCESS, name=f"worker:{self.spec['group']}",
@@ -181,11 +184,7 @@ class Worker:
                     keeper.cancel()
         finally:
             await self.shutdown()
-            # We are exiting anyway: a late SIGTERM from the runner must not turn
-            # a clean exit into death-by-signal once asyncio's handlers are gone.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, signal.SIG_IGN)
+            _ignore_stop_signals(loop)
         return self.exit_code
 
     async def _keep_connected(self, address: Any) -> None:
@@ -260,6 +259,24 @@ async def _amain(status: StatusPipe) -> int:
     return await Worker(spec, status).run(commands)
 
 
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """We are exiting anyway: a late SIGTERM from the runner (sent when the run stops,
+    so it often lands just as we finish) must not turn a clean exit into death-by-signal.
+
+    ``loop.remove_signal_handler()`` (also run by ``loop.close()``) restores SIG_DFL
+    before we can ignore the signal; a SIGTERM in that gap killed the worker (exit -15),
+    even with it blocked in this thread, as another thread (numpy's BLAS pool) took it.
+    So the signals stay blocked here while the loop lets go of them; the threads
+    started while importing were born with them blocked (``runner.WORKER_BOOT``).
+    A pending one is dropped when it becomes ignored.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for sig in STOP_SIGNALS:
+        if loop is not None:
+            loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main() -> int:
     _die_with_parent()
     logging.basicConfig(level=os.environ.get("EZMSG_CONSOLE_LOG", "WARNING").upper(),
@@ -267,7 +284,10 @@ def main() -> int:
     fd = os.environ.get(STATUS_FD_ENV)
     status = StatusPipe(os.fdopen(int(fd), "w") if fd else None)
     try:
-        code = asyncio.run(_amain(status))
+        try:
+            code = run_loop(_amain(status))  # uvloop when installed (see runtime.loop)
+        finally:
+            _ignore_stop_signals()  # also when the run failed before its own clean-up
     except KeyboardInterrupt:
         code = EXIT_OK
     except Exception as exc:  # noqa: BLE001 - reported to the runner, then a clean exit code

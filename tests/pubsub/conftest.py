@@ -15,10 +15,19 @@ from ezmsg_console.client.connection import ClientConnection
 from ezmsg_console.protocol import messages as m
 from ezmsg_console.pubsub import shm
 from ezmsg_console.pubsub.host import EndpointHost
+from ezmsg_console.runtime.loop import new_event_loop
 
 from ..conftest import TIMEOUT
 
 HostFactory = Callable[..., Awaitable[EndpointHost]]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Callable[[], Any]]:
+    """These tests run on the loop a worker would (asyncio's, or uvloop with
+    EZMSG_CONSOLE_LOOP=uvloop or auto), so the links can be tested on both loops.
+    (A pytest-asyncio without this hook runs them on asyncio's loop.)"""
+    return {"worker-loop": new_event_loop}
 
 
 @pytest.fixture

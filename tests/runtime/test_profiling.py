@@ -385,7 +385,8 @@ async def test_every_topic_of_the_demo_shows_rates_bytes_and_percentiles() -> No
                     subs = [s for v in snaps for s in v.subscribers if not s.topic.endswith("INPUT_SETTINGS")]
                     pubs = [p for v in snaps for p in v.publishers if not p.topic.endswith("INPUT_SETTINGS")]
                     if len(snaps) == 3 and len(pubs) == 3 and len(subs) == 3 and all(
-                            s.receive_rate_hz_window > 0 and s.latency_ns.count > 0 for s in subs):
+                            s.receive_rate_hz_window > 0 and s.latency_ns.count > 0 for s in subs) and all(
+                            p.publish_rate_hz_window > 0 for p in pubs):  # a publisher's window may lag
                         return {"pubs": pubs, "subs": subs}
                     await asyncio.sleep(0.2)  # a rate needs a window of time
             seen = await asyncio.wait_for(poll(), 30)

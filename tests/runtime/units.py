@@ -20,6 +20,7 @@ from ezmsg_console.runtime import (
     setting,
     subscriber,
 )
+from ezmsg_console.runtime.loop import loop_name
 
 
 class CountSettings(Settings):
@@ -106,7 +107,7 @@ class Collect(Unit):
         if len(self.seen) == self.SETTINGS.expect:
             tmp = self.SETTINGS.out + ".tmp"
             with open(tmp, "w") as fh:
-                json.dump({"seen": self.seen, "pid": os.getpid()}, fh)
+                json.dump({"seen": self.seen, "pid": os.getpid(), "loop": loop_name()}, fh)
             os.replace(tmp, self.SETTINGS.out)
             raise NormalTermination if self.SETTINGS.finish == "terminate" else Complete
 
