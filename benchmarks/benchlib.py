@@ -184,6 +184,56 @@ def report_cleanup(children: list[Child], strays: list[str], left: list[str], ne
               f"(another process on this machine?): {new_other[:5]}")
 
 
+def cmdline(pid: int | str) -> str:
+    """A process's command line (empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def parent_pid(pid: int | str) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def stray_processes(script: str, run_tag: str, upstream_script: str) -> list[str]:
+    """Benchmark children still alive: ``script``'s (this run's tag in their command line)
+    and orphaned upstream children (a ``--role`` process of ``upstream_script`` whose parent
+    is not that script any more). Other, concurrent benchmark runs are not counted."""
+    me, upstream = os.path.basename(script), os.path.basename(upstream_script)
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        cmd = cmdline(pid)
+        if "--role" not in cmd:
+            continue
+        if me in cmd and f'"run_tag": "{run_tag}"' in cmd:
+            found.append(f"{pid}: {cmd[:100]}")
+        elif upstream in cmd and upstream not in cmdline(parent_pid(pid)):
+            found.append(f"{pid} (orphan): {cmd[:100]}")
+    return found
+
+
+def finish_run(script: str, upstream_script: str, children: list[Child], run_tag: str,
+               shm_before: set[str], who: str) -> None:
+    """At the end of a run: find stray processes, remove this run's leftover shared memory
+    and print both (:func:`report_cleanup`). ``shm_before``: our segments at the start."""
+    from ezmsg_console.pubsub import shm  # not at import: the upstream scripts use this module too
+
+    strays = stray_processes(script, run_tag, upstream_script)
+    left = shm.ours(run_tag)
+    new_other = sorted(set(shm.ours()) - shm_before - set(left))
+    if left:
+        shm.sweep(run_tag)
+    report_cleanup(children, strays, left, new_other, run_tag, who)
+
+
 def run_parent(parent: Callable[[], int], children: list[Child],
                interrupts: tuple[type[BaseException], ...]) -> int:
     """Run a benchmark's parent; on Ctrl+C (or one of ``interrupts``, which may carry a

@@ -62,7 +62,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, report_cleanup, run_parent, spawn
+from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, finish_run, run_parent, spawn
 from pubsub import (
     DEFAULT_BUF_SIZE,
     HEADER,
@@ -817,12 +817,7 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"warning: {len(failed)} case(s) failed: "
               f"{[(wl_name(r['workload'], r['payload_bytes']), r['mode']) for r in failed]}")
 
-    strays = stray_processes(run_tag)
-    ours_left = shm_mod.ours(run_tag)
-    new_other = sorted(set(shm_mod.ours()) - shm_before - set(ours_left))
-    if ours_left:
-        shm_mod.sweep(run_tag)
-    report_cleanup(ALL_CHILDREN, strays, ours_left, new_other, run_tag, "this script or of the upstream script")
+    finish_run(__file__, UPSTREAM_SCRIPT, ALL_CHILDREN, run_tag, shm_before, "this script or of the upstream script")
     up_shm = [ln for ln in up_lines if ln.startswith("/dev/shm")]
     for ln in up_shm:
         print(f"upstream {ln}")
@@ -835,29 +830,8 @@ def parent_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmdline(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
-def stray_processes(run_tag: str) -> list[str]:
-    """``--role`` children of this run still alive, and any child of the upstream profiling script."""
-    found = []
-    me = os.path.basename(__file__)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        cmd = _cmdline(pid)
-        if "--role" not in cmd:
-            continue
-        if me in cmd and f'"run_tag": "{run_tag}"' in cmd:
-            found.append(f"{pid}: {cmd[:100]}")
-        elif os.path.basename(UPSTREAM_SCRIPT) in cmd:
-            found.append(f"{pid} (upstream): {cmd[:100]}")
-    return found
 
 
 def main() -> int:

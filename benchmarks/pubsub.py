@@ -80,7 +80,7 @@ from typing import Any
 
 from ezmsg_console.runtime.loop import LOOP_ENV, loop_choice, loop_name, run_loop
 
-from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, report_cleanup, run_parent, spawn
+from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, finish_run, run_parent, spawn
 
 
 def sweep_run(run_tag: str) -> None:
@@ -593,38 +593,10 @@ class OtherLoad:
         return max(0.0, 100.0 * other / wall) if wall > 0 else None
 
 
-def _cmdline(pid: int | str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
-def _ppid(pid: int | str) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
-def stray_processes(run_tag: str) -> list[str]:
-    """Benchmark children still alive: ours (this run's tag in their command line) and
-    orphaned upstream children (an upstream ``--role`` process whose parent is not the
-    upstream script any more). Other, concurrent benchmark runs are not counted."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        cmd = _cmdline(pid)
-        if "--role" not in cmd:
-            continue
-        if os.path.basename(__file__) in cmd and f'"run_tag": "{run_tag}"' in cmd:
-            found.append(f"{pid}: {cmd[:100]}")
-        elif "upstream_ezmsg_pubsub.py" in cmd and "upstream_ezmsg_pubsub.py" not in _cmdline(_ppid(pid)):
-            found.append(f"{pid} (orphan): {cmd[:100]}")
-    return found
 
 
 def parent_main(args: argparse.Namespace) -> int:
@@ -812,12 +784,7 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"warning: {len(failed)} case(s) failed: "
               f"{[(r['workload'], r['channel'], label(r['payload_bytes'])) for r in failed]}")
 
-    strays = stray_processes(run_tag)
-    ours_left = shm_mod.ours(run_tag)
-    new_other = sorted(set(shm_mod.ours()) - shm_before - set(ours_left))
-    if ours_left:
-        shm_mod.sweep(run_tag)
-    report_cleanup(ALL_CHILDREN, strays, ours_left, new_other, run_tag, "either script")
+    finish_run(__file__, UPSTREAM_SCRIPT, ALL_CHILDREN, run_tag, shm_before, "either script")
     print(f"load avg at end {loadavg()}; total {time.monotonic() - t_start:.1f}s")
 
     if args.json:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 from typing import Sequence
@@ -26,6 +25,8 @@ EXIT_UNREACHABLE = 2
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from .export.commands import add_headless_commands, positive_seconds
+
     parser = argparse.ArgumentParser(
         prog="ezmsg-console",
         description="Operator console and control plane for live multi-process ezmsg-style pipelines.",
@@ -47,7 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     console.add_argument("--demo", action="store_true",
                          help="run the demo pipeline even when a GraphServer answers (on that server)")
     console.add_argument("--read-only", action="store_true", help="hide and refuse every edit and trace change")
-    console.add_argument("--refresh", metavar="SECONDS", type=_positive_float, default=1.0,
+    console.add_argument("--refresh", metavar="SECONDS", type=positive_seconds, default=1.0,
                          help="profiling refresh interval (default 1; '+'/'-' change it live)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -77,25 +78,14 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true",
                       help="run without the interactive console and print a per-topic summary at the end "
                       "(currently required)")
-    demo.add_argument("--duration", metavar="SECONDS", type=_positive_float, default=None,
+    demo.add_argument("--duration", metavar="SECONDS", type=positive_seconds, default=None,
                       help="stop after this many seconds (default: run until Ctrl+C)")
     demo.add_argument("--address", metavar="HOST:PORT",
                       help=f"GraphServer to use, started embedded if none answers (default ${ADDRESS_ENV} "
                       f"or {DEFAULT_HOST}:{DEFAULT_PORT})")
-    from .export.commands import add_headless_commands
-
     add_headless_commands(sub)
     return parser
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 async def _serve(args: argparse.Namespace) -> int:

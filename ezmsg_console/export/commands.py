@@ -42,7 +42,8 @@ class UsageError(ConsoleError):
 # -- the parsers --------------------------------------------------------------------
 
 
-def _positive(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -53,7 +54,7 @@ def _positive(text: str) -> float:
 
 
 def _non_negative(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _positive(text)
+    return 0.0 if text.strip() in ("0", "0.0") else positive_seconds(text)
 
 
 def _count(text: str) -> int:
@@ -84,7 +85,7 @@ def _server_args(parser: argparse.ArgumentParser, timeout_help: str) -> None:
                         help=f"the GraphServer (default ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT})")
     parser.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
                         help=f"shared secret of the server (default ${TOKEN_ENV})")
-    parser.add_argument("--timeout", metavar="SECONDS", type=_positive, default=None, help=timeout_help)
+    parser.add_argument("--timeout", metavar="SECONDS", type=positive_seconds, default=None, help=timeout_help)
 
 
 def add_headless_commands(sub: Any) -> None:

@@ -142,10 +142,9 @@ class RowGrid(ScrollView, can_focus=True):
         if not keys:
             return
         top = int(self.scroll_y)
-        bottom = top + max(0, self.size.height - 1)
-        position = {k: i for i, k in enumerate(self.keys[top:bottom], top)} if len(keys) > 8 else None
+        on_screen = {k: i for i, k in enumerate(self.keys[top:top + max(0, self.size.height - 1)], top)}
         for key in keys:
-            index = position.get(key) if position is not None else self._index_on_screen(key, top, bottom)
+            index = on_screen.get(key)
             if index is not None:
                 self.refresh_line(index + 1)
 
@@ -174,12 +173,6 @@ class RowGrid(ScrollView, can_focus=True):
             self.post_message(self.CursorMoved(self, new if self.keys else -1))
 
     # -- geometry --------------------------------------------------------------------
-
-    def _index_on_screen(self, key: str, top: int, bottom: int) -> int | None:
-        for i in range(top, min(bottom, len(self.keys))):
-            if self.keys[i] == key:
-                return i
-        return None
 
     @property
     def total_width(self) -> int:

@@ -30,6 +30,8 @@ class Pane(Widget):
     TITLE = ""
     HELP = ""
     """A sentence or two for the help screen, above the list of keys."""
+    KINDS: frozenset[str] = frozenset()
+    """The kinds of data this tab draws (its ``refresh_view`` ignores the others)."""
 
     DEFAULT_CSS = "Pane { height: 1fr; }"
 
@@ -44,6 +46,13 @@ class Pane(Widget):
     @property
     def console(self) -> ConsoleApp:  # type: ignore[override]
         return self.app  # type: ignore[return-value]
+
+    def on_mount(self) -> None:
+        self.redraw_all()
+
+    def redraw_all(self) -> None:
+        """Redraw everything this tab shows."""
+        self.refresh_view(set(self.KINDS))
 
     def refresh_view(self, kinds: set[str]) -> None:
         """Redraw from ``self.state``; ``kinds`` says what changed (all kinds after a resume)."""

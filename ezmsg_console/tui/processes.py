@@ -24,9 +24,8 @@ from ..protocol.profiling import ProfilingError
 from .format import fmt_bytes, fmt_count, fmt_ns
 from .pane import Pane
 from .profiling_rows import BAD, DIM, WARN, Row, Val, short_id
-from .table import Cell, Column, LiveTable
+from .table import Cell, LiveTable, columns
 
-KINDS = frozenset({"processes", "topology", "clock", "connection", "profiling"})
 CPU_WARN, CPU_BAD = 50.0, 90.0
 PING_WARN_MS, PING_BAD_MS = 50.0, 250.0
 
@@ -129,6 +128,7 @@ def _cells(row: Row) -> tuple[Cell, ...]:
 
 class ProcessesPane(Pane):
     TAB_ID = "processes"
+    KINDS = frozenset({"processes", "topology", "clock", "connection", "profiling"})
     TITLE = "Processes"
     HELP = ("Every worker process with its uptime, CPU, memory (RSS) and ping round trip, polled every 2 s; "
             "▲/△ mark high CPU or a slow ping, ✕ a process that failed to answer. The lower table lists the "
@@ -148,9 +148,9 @@ class ProcessesPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static(id="proc-summary", classes="pane-title")
-        yield LiveTable([Column(k, label, w) for k, label, w in PROCESS_COLUMNS], sort_column=1, id="proc-table")
+        yield LiveTable(columns(PROCESS_COLUMNS), sort_column=1, id="proc-table")
         yield Static(id="proc-units-title", classes="pane-title")
-        yield LiveTable([Column(k, label, w) for k, label, w in UNIT_COLUMNS], id="proc-units")
+        yield LiveTable(columns(UNIT_COLUMNS), id="proc-units")
         yield Static(id="proc-detail")
 
     @property
@@ -161,11 +161,9 @@ class ProcessesPane(Pane):
     def units(self) -> LiveTable:
         return self.query_one("#proc-units", LiveTable)
 
-    def on_mount(self) -> None:
-        self.refresh_view(set(KINDS))
 
     def refresh_view(self, kinds: set[str]) -> None:
-        if not (kinds & KINDS):
+        if not (kinds & self.KINDS):
             return
         st = self.state
         rows = process_rows(st.snapshot, st.process_stats, st.profiling)
@@ -236,7 +234,7 @@ class ProcessesPane(Pane):
 
     def show(self, target: str) -> None:
         """Select the process whose id, short id or pid is ``target``, or that runs unit ``target``."""
-        self.refresh_view(set(KINDS))
+        self.redraw_all()
         snap = self.state.snapshot
         for p in snap.processes if snap else ():
             if target in (p.process_id, short_id(p.process_id), str(p.pid)) or target in p.units:

@@ -25,9 +25,8 @@ from ..protocol.profiling import ProcessProfilingSnapshot, ProfilingError
 from . import profiling_rows as pr
 from .format import age_since
 from .pane import Pane, set_static
-from .table import Cell, Column, LiveTable
+from .table import Cell, LiveTable, columns
 
-KINDS = frozenset({"profiling", "trace", "clock", "connection"})
 TRACE_TTL_S = 60.0
 
 
@@ -54,6 +53,7 @@ def _build(_key: str, record: pr.Record) -> tuple[Cell, ...]:
 
 class ProfilingPane(Pane):
     TAB_ID = "profiling"
+    KINDS = frozenset({"profiling", "trace", "clock", "connection"})
     TITLE = "Profiling"
     HELP = ("Publishers (top) and subscribers (bottom) of every process, refreshed every poll. Rates and "
             "percentiles cover the last poll window; dimmed values are totals. ▲ buffers near full or "
@@ -77,9 +77,9 @@ class ProfilingPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static(id="prof-summary", classes="pane-title")
-        yield LiveTable([Column(k, label, w) for k, label, w in pr.PUB_COLUMNS], sort_column=1, id="prof-pubs")
+        yield LiveTable(columns(pr.PUB_COLUMNS), sort_column=1, id="prof-pubs")
         yield Static(Text("Subscribers", style="bold"), id="prof-subs-title", classes="pane-title")
-        yield LiveTable([Column(k, label, w) for k, label, w in pr.SUB_COLUMNS], sort_column=1, id="prof-subs")
+        yield LiveTable(columns(pr.SUB_COLUMNS), sort_column=1, id="prof-subs")
         yield Static(id="prof-detail")
 
     @property
@@ -90,13 +90,11 @@ class ProfilingPane(Pane):
     def subscribers(self) -> LiveTable:
         return self.query_one("#prof-subs", LiveTable)
 
-    def on_mount(self) -> None:
-        self.refresh_view(set(KINDS))
 
     # -- drawing -----------------------------------------------------------
 
     def refresh_view(self, kinds: set[str]) -> None:
-        if not (kinds & KINDS):
+        if not (kinds & self.KINDS):
             return
         st = self.state
         snap = st.snapshot
@@ -175,7 +173,7 @@ class ProfilingPane(Pane):
 
     def show(self, target: str) -> None:
         """Select the row whose topic or endpoint id is ``target`` (else the first row of a unit)."""
-        self.refresh_view(set(KINDS))
+        self.redraw_all()
         for exact in (True, False):
             for table in (self.publishers, self.subscribers):
                 for key in table.shown_keys:

@@ -41,13 +41,13 @@ FIELD_COLUMNS = [Column("field", "field", 15), Column("value", "value", 12), Col
 HISTORY_COLUMNS = [Column("seq", "seq", 6), Column("type", "event", 7), Column("source", "source", 12),
                    Column("age", "age", 5), Column("changes", "changed fields", None)]
 MESSAGE_S = 10.0
-REDRAW_KINDS = frozenset({"settings", "topology", "connection", "clock", "error"})
 
 
 class SettingsPane(Pane):
     """Browse and edit every component's settings (see the module docstring)."""
 
     TAB_ID = "settings"
+    KINDS = frozenset({"settings", "topology", "connection", "clock", "error"})
     TITLE = "Settings"
     HELP = ("Left: components with settings (dyn = dynamic, editable). Right: the selected component's fields. "
             "enter on a component moves to its fields; enter or e on a field edits it (checked as you type, "
@@ -95,13 +95,11 @@ class SettingsPane(Pane):
         """One of the tab's tables: "components", "fields" or "history"."""
         return self.query_one(f"#{name}", LiveTable)
 
-    def on_mount(self) -> None:
-        self.refresh_view(set(REDRAW_KINDS))
 
     # -- drawing -------------------------------------------------------------
 
     def refresh_view(self, kinds: set[str]) -> None:
-        if not kinds & REDRAW_KINDS:
+        if not kinds & self.KINDS:
             return
         infos = sr.components(self.state.settings, self.state.snapshot)
         self._infos = {i.address: i for i in infos}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from rich.text import Text
 from textual import on
@@ -73,6 +73,11 @@ class Column:
     key: str
     label: str
     width: int | None = None
+
+
+def columns(spec: Iterable[tuple[str, str, int | None]]) -> list[Column]:
+    """Columns from ``(key, label, width)`` triples (width None: fits what it shows)."""
+    return [Column(key, label, width) for key, label, width in spec]
 
 
 class LiveTable(Vertical):

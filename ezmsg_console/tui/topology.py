@@ -27,7 +27,6 @@ from .graph_render import render_graph
 from .pane import Pane
 from .table import Cell, Column, LiveTable
 
-REDRAW_KINDS = frozenset({"topology", "connection"})
 FALLBACK_GRAPH_WIDTH = 66
 
 
@@ -41,6 +40,7 @@ def _columns(spec: tuple[tuple[str, str, int], ...]) -> list[Column]:
 
 class TopologyPane(Pane):
     TAB_ID = "topology"
+    KINDS = frozenset({"topology", "connection"})
     TITLE = "Topology"
     HELP = ("Left: collections, units (process short id, pid, host) and their streams (← in, → out; P/S = "
             "publishers/subscribers registered on the topic). Right: the graph of units (the selected one in a "
@@ -99,8 +99,6 @@ class TopologyPane(Pane):
     def events(self) -> LiveTable:
         return self.query_one("#topo-events", LiveTable)
 
-    def on_mount(self) -> None:
-        self.refresh_view(set(REDRAW_KINDS))
 
     def on_resize(self, _event: Resize) -> None:
         self.call_after_refresh(self._draw_graph)
@@ -108,7 +106,7 @@ class TopologyPane(Pane):
     # -- drawing ---------------------------------------------------------------
 
     def refresh_view(self, kinds: set[str]) -> None:
-        if kinds & REDRAW_KINDS:
+        if kinds & self.KINDS:
             self._redraw()
         elif "clock" in kinds:
             self._draw_events()

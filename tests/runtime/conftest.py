@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Iterator
 
@@ -10,6 +11,24 @@ import pytest
 
 from ezmsg_console.pubsub import shm
 from ezmsg_console.runtime.runner import RUN_TAG_PREFIX_ENV
+from ezmsg_console.server import GraphServer
+
+from ..conftest import TIMEOUT
+
+
+@contextlib.contextmanager
+def threaded_server() -> Iterator[str]:
+    """A GraphServer on a free 127.0.0.1 port in a thread of this process, with no address or
+    token taken from the environment; yields its address and stops it on exit."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("EZMSG_CONSOLE_ADDRESS", raising=False)
+        mp.delenv("EZMSG_CONSOLE_TOKEN", raising=False)
+        server = GraphServer("127.0.0.1:0")
+        address = server.start_in_thread(TIMEOUT)
+        try:
+            yield address
+        finally:
+            server.stop_thread()
 
 
 @pytest.fixture

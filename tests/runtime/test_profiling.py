@@ -38,6 +38,7 @@ from ezmsg_console.runtime.runner import Runner
 from ezmsg_console.server import GraphServer
 
 from ..conftest import TIMEOUT
+from .conftest import threaded_server
 from .profiled import WIDTH, ProfRig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -87,16 +88,9 @@ async def running(address: Any) -> AsyncIterator[Rig]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig() -> AsyncIterator[Rig]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("EZMSG_CONSOLE_ADDRESS", raising=False)
-        mp.delenv("EZMSG_CONSOLE_TOKEN", raising=False)
-        server = GraphServer("127.0.0.1:0")
-        address = server.start_in_thread(TIMEOUT)
-        try:
-            async with running(address) as handle:
-                yield handle
-        finally:
-            server.stop_thread()
+    with threaded_server() as address:
+        async with running(address) as handle:
+            yield handle
 
 
 # --------------------------------------------------------------------------- helpers

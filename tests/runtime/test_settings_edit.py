@@ -46,6 +46,7 @@ from ezmsg_console.server import GraphServer
 from ezmsg_console.settings.values import to_plain
 
 from ..conftest import TIMEOUT, eventually
+from .conftest import threaded_server
 from .tunable import RIG_LABEL, Mode, NestedSettings, Rig, TunableSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -194,16 +195,9 @@ async def running_rig(address: Any) -> AsyncIterator[RigHandle]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig() -> AsyncIterator[RigHandle]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("EZMSG_CONSOLE_ADDRESS", raising=False)
-        mp.delenv("EZMSG_CONSOLE_TOKEN", raising=False)
-        server = GraphServer("127.0.0.1:0")
-        address = server.start_in_thread(TIMEOUT)
-        try:
-            async with running_rig(address) as handle:
-                yield handle
-        finally:
-            server.stop_thread()
+    with threaded_server() as address:
+        async with running_rig(address) as handle:
+            yield handle
 
 
 # --------------------------------------------------------------------------- 1. initial settings, schema
