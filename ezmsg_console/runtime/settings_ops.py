@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 APPLY_TIMEOUT = 5.0
 REPORT_TIMEOUT = 5.0
+SETUP_TIMEOUT = 5.0
+"""How long a request for a claimed unit waits for that unit to be set up."""
 
 
 class SettingsOps:
@@ -42,13 +44,30 @@ class SettingsOps:
         self.host = host
         self.runners: dict[str, UnitRunner] = {}
         self.schemas: dict[str, SettingsSchemaMetadata] = {}
+        self._set_up: dict[str, asyncio.Future[None]] = {}
         self._publishers: dict[str, Publisher] = {}
         self._waiters: dict[int, asyncio.Future[None]] = {}
         control.set_operation(Operation.UPDATE_SETTING_FIELD.value, self.update_field)
         control.set_operation(Operation.UPDATE_SETTINGS.value, self.replace)
 
+    def expect(self, addresses: list[str]) -> None:
+        """These units are about to be claimed: a request for one of them that arrives before
+        :meth:`add` has set it up waits for that (the GraphServer routes to a process as soon
+        as it claims a unit)."""
+        loop = asyncio.get_running_loop()
+        for address in addresses:
+            self._set_up.setdefault(address, loop.create_future())
+
     async def add(self, runner: UnitRunner) -> None:
         """Track ``runner``'s unit; units with dynamic settings get a settings publisher."""
+        try:
+            await self._add(runner)
+        finally:
+            done = self._set_up.setdefault(runner.address, asyncio.get_running_loop().create_future())
+            if not done.done():
+                done.set_result(None)
+
+    async def _add(self, runner: UnitRunner) -> None:
         self.runners[runner.address] = runner
         settings_type = type(runner.unit).settings_type()
         if settings_type is not None:
@@ -81,7 +100,13 @@ class SettingsOps:
             if address in self._publishers and runner.unit.settings_value is not None:
                 await self.report(runner.unit, runner.unit.settings_value)
 
-    def _dynamic(self, msg: RoutedRequest) -> tuple[UnitRunner, Publisher]:
+    async def _dynamic(self, msg: RoutedRequest) -> tuple[UnitRunner, Publisher]:
+        set_up = self._set_up.get(msg.unit_address)
+        if set_up is not None and not set_up.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(set_up), SETUP_TIMEOUT)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass  # answered below, from what exists
         runner = self.runners.get(msg.unit_address)
         publisher = self._publishers.get(msg.unit_address)
         if runner is None or publisher is None:
@@ -91,7 +116,7 @@ class SettingsOps:
         return runner, publisher
 
     async def update_field(self, msg: RoutedRequest) -> Any:
-        runner, publisher = self._dynamic(msg)
+        runner, publisher = await self._dynamic(msg)
         payload = msg.payload
         if not isinstance(payload, dict) or not isinstance(payload.get("field_path"), str) \
                 or "value" not in payload:
@@ -104,7 +129,7 @@ class SettingsOps:
         return to_plain(new)
 
     async def replace(self, msg: RoutedRequest) -> Any:
-        runner, publisher = self._dynamic(msg)
+        runner, publisher = await self._dynamic(msg)
         payload = msg.payload
         if not isinstance(payload, dict) or not isinstance(payload.get("value"), dict):
             raise InvalidRequest("UPDATE_SETTINGS needs a payload {'value': {field: value, ...}}")

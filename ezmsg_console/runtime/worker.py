@@ -152,10 +152,11 @@ class Worker:
         self.host = EndpointHost(self.conn, run_tag=self.spec["run_tag"])
         self.control = ProcessControlClient(self.conn, stats=self.stats)
         try:
+            self.settings_ops = SettingsOps(self.control, self.host)
+            self.settings_ops.expect([u.address for u in units])  # requests may come as soon as we claim them
             await self.control.register([u.address for u in units])
             await self.host.start()
             self.runners = [UnitRunner(u, self.host) for u in units]
-            self.settings_ops = SettingsOps(self.control, self.host)
             self.profiling_ops = ProfilingOps(self.control, self.host)
             for runner in self.runners:
                 await runner.setup()
