@@ -53,7 +53,7 @@ MAX_BATCH_SAMPLES = 100000
 
 class ProfilingOps:
     def __init__(self, control: ProcessControlClient, host: EndpointHost, push_interval: float | None = None,
-                 ring_capacity: int = RING_CAPACITY) -> None:
+                 ring_capacity: int = RING_CAPACITY, push: bool = True) -> None:
         self.control = control
         self.host = host
         self.tracer = Tracer(capacity=ring_capacity)
@@ -64,6 +64,7 @@ class ProfilingOps:
             except ValueError:
                 push_interval = DEFAULT_PUSH_INTERVAL
         self.push_interval = max(0.001, push_interval)
+        self.push = push  # False: samples are only read by GET_PROFILING_TRACE_BATCH (the loop folds and expires)
         self._push_task: asyncio.Task[None] | None = None
         control.set_operation(Operation.GET_PROFILING_SNAPSHOT.value, self.snapshot)
         control.set_operation(Operation.SET_PROFILING_TRACE.value, self.set_trace)
@@ -138,6 +139,12 @@ class ProfilingOps:
             if tracer.enabled:
                 # Endpoints created after tracing was switched on are hooked too.
                 tracer.install(*self._endpoints())
+            if not self.push:
+                if not tracer.enabled:
+                    return
+                next_push = time.monotonic() + interval
+                continue
+            if tracer.enabled:
                 # Most of the work, one endpoint at a time, letting the data plane run in
                 # between: a pipeline stalls on one long pause far more than on its CPU time.
                 for ring in list(tracer.rings.values()):

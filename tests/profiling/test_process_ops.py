@@ -2,8 +2,9 @@
 
 A ProcessControlClient claims unit ``T/U`` and serves ProfilingOps for an
 EndpointHost whose publisher and subscribers exchange real messages (local
-hand-off and, through a second host, shared memory). The push loop's
-interval is made very long so batches are read only by the test.
+hand-off and, through a second host, shared memory). Pushing is off
+(``push=False``) so batches are read only by the test: with it on, a fold that
+leaves a ring half full pushes at once, and that push would race the reads.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def proc(server: Any) -> AsyncIterator[Proc]:
     await host.start()
     control = ProcessControlClient(conn)
     await control.register([UNIT])
-    ops = ProfilingOps(control, host, push_interval=1000.0)
+    ops = ProfilingOps(control, host, push=False)
     yield Proc(conn, host, ops)
     await ops.close()
     await control.close()

@@ -111,9 +111,12 @@ async def test_quit_stops_the_embedded_demo_and_its_tracing(own_demo: Any) -> No
             await monitor.set_trace(endpoint, True, ttl_seconds=60)
             tracer_was_on = bool(monitor.state.traced)
             await pilot.press("q")
-            await wait_until(pilot, lambda: app.embedded is None, "the console stopping the demo", timeout=30)
+            # The quit worker clears ``embedded`` before the demo has stopped and only then calls
+            # ``exit(0)``: wait for the exit itself, or leaving ``run_test`` cancels the worker.
+            await wait_until(pilot, lambda: app.return_value is not None, "the console stopping the demo",
+                             timeout=30)
         assert tracer_was_on and not monitor.state.traced
-        assert app.return_value == 0
+        assert app.return_value == 0 and app.embedded is None
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, f"workers still running: {alive}"
         assert shm.ours(run_tag + "_") == []
