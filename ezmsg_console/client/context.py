@@ -64,6 +64,9 @@ class GraphContext:
     ``$EZMSG_CONSOLE_TOKEN``) authenticates against a server that has one.
     """
 
+    backend = "native"
+    """Which kind of GraphServer this talks to (see :mod:`.source`)."""
+
     def __init__(self, address: str | Address | tuple[str, int] | None = None, *, auto_start: bool = False,
                  token: str | None = None, name: str | None = None, role: m.Role = m.Role.SESSION,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -136,6 +139,11 @@ class GraphContext:
     @property
     def server_epoch(self) -> str:
         return self.connection.welcome.server_epoch
+
+    @property
+    def server_label(self) -> str:
+        """What the console header calls the server."""
+        return "ezmsg-console"
 
     @property
     def server_id(self) -> str:

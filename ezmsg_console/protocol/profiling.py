@@ -428,7 +428,10 @@ class SubscriberProfile:
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProcessProfilingSnapshot:
     """One process's counters. ``window_seconds`` is the time since this observer's
-    previous snapshot (0.0 the first time, when every window is 0)."""
+    previous snapshot (0.0 the first time, when every window is 0). ``unmeasured``
+    names what the process does not measure (an ezmsg 3.9 process: "bytes",
+    "backpressure", "drops", "queue", "links", "histograms", "latency"); those
+    counters are 0 in the dataclass and shown as "n/a", exported as null."""
 
     process_id: str
     pid: int
@@ -442,6 +445,10 @@ class ProcessProfilingSnapshot:
     subscribers: tuple[SubscriberProfile, ...] = ()
     trace: ProfilingTraceControl | None = None
     trace_ttl_remaining_s: float = 0.0
+    unmeasured: tuple[str, ...] = ()
+
+    def measures(self, what: str) -> bool:
+        return what not in self.unmeasured
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
