@@ -76,7 +76,9 @@ async def running(address: Any) -> AsyncIterator[Rig]:
                 await asyncio.sleep(0.02)
 
         pids = await asyncio.wait_for(units_up(), TIMEOUT)
-        await until(ctx, TSINK, lambda s: sub(s, f"{TSINK}/INPUT").messages_received_total > 0, "TICK traffic")
+        # A unit is claimed before its endpoints exist: a snapshot may not list TSINK/INPUT yet.
+        await until(ctx, TSINK, lambda s: any(e.topic == f"{TSINK}/INPUT" and e.messages_received_total > 0
+                                              for e in s.subscribers), "TICK traffic")
         yield Rig(address, runner, ctx, pids)
     finally:
         await ctx.close()
