@@ -81,13 +81,13 @@ class GraphSource(Protocol):
     async def settings_events(self, after_seq: int = 0, timeout: float | None = None) -> SettingsEventsReply: ...
 
     def subscribe_topology_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
-                                  timeout: float | None = None) -> Any: ...
+                                  timeout: float | None = None) -> Subscription: ...
 
     def subscribe_settings_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
-                                  timeout: float | None = None) -> Any: ...
+                                  timeout: float | None = None) -> Subscription: ...
 
     def subscribe_profiling_trace(self, control: ProfilingStreamControl | None = None, *, max_queue: int = 1024,
-                                  timeout: float | None = None) -> Any: ...
+                                  timeout: float | None = None) -> Subscription: ...
 
     async def update_setting(self, component_address: str, field_path: str, value: Any, *,
                              expected_seq: int | None = None, timeout: float = 2.0) -> dict[str, Any]: ...
@@ -140,10 +140,6 @@ class ProbeResult:
     version: str = ""
     reason: str = ""  # why nothing usable answered ("unreachable" when nothing did)
     detail: str = ""  # the OS error, or why a GraphServer that answered refused us
-
-    @property
-    def reachable(self) -> bool:
-        return self.reason != "unreachable"
 
 
 async def probe(address: Address, token: str | None = None, timeout: float = 1.0) -> ProbeResult:

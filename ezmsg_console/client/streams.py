@@ -71,7 +71,39 @@ class StreamReceiver:
         return item  # type: ignore[no-any-return]
 
 
-class EventSubscription:
+class SubscriptionBase:
+    """What every subscription offers on top of ``start``/``next``/``close``: ``await sub``
+    subscribes, ``async with`` unsubscribes at the end, ``async for`` reads until the end."""
+
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def next(self, timeout: float | None = 5.0) -> Any:
+        raise NotImplementedError
+
+    async def close(self, timeout: float = 2.0) -> None:
+        raise NotImplementedError
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Any:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self.next(timeout=None)
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+class EventSubscription(SubscriptionBase):
     """A push stream: ``await`` it to subscribe now, or just ``async for`` over it.
 
     Yields events in sequence order, or a :class:`StreamGap` where events were
@@ -99,24 +131,6 @@ class EventSubscription:
         if self._conn is None:
             self._conn = await self._open_stream(self._receiver)
         return self
-
-    def __await__(self) -> Generator[Any, None, EventSubscription]:
-        return self.start().__await__()
-
-    async def __aenter__(self) -> EventSubscription:
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    def __aiter__(self) -> EventSubscription:
-        return self
-
-    async def __anext__(self) -> StreamItem:
-        item = await self.next(timeout=None)
-        if item is None:
-            raise StopAsyncIteration
-        return item
 
     async def next(self, timeout: float | None = 5.0) -> StreamItem | None:
         """The next event or gap; None once the stream has been closed."""

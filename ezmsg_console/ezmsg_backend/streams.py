@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Callable, Generator
+from typing import Any, AsyncIterator, Callable
 
+from ..client.streams import SubscriptionBase
 from ..protocol import messages as m
 from ..protocol.errors import ConnectionClosed, RequestTimeout
 from ..protocol.gapqueue import GapMarker, GapQueue
@@ -21,7 +22,7 @@ from ..protocol.gapqueue import GapMarker, GapQueue
 log = logging.getLogger(__name__)
 
 
-class UpstreamStream:
+class UpstreamStream(SubscriptionBase):
     def __init__(self, open_iterator: Callable[[], AsyncIterator[Any]], translate: Callable[[Any], Any],
                  kind: m.StreamKind, *, max_queue: int = 1024, on_end: Callable[[], None] | None = None) -> None:
         self._open = open_iterator
@@ -41,24 +42,6 @@ class UpstreamStream:
         if self._task is None:
             self._task = asyncio.ensure_future(self._pump())
         return self
-
-    def __await__(self) -> Generator[Any, None, UpstreamStream]:
-        return self.start().__await__()
-
-    async def __aenter__(self) -> UpstreamStream:
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    def __aiter__(self) -> UpstreamStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        item = await self.next(timeout=None)
-        if item is None:
-            raise StopAsyncIteration
-        return item
 
     async def _pump(self) -> None:
         iterator = self._open()

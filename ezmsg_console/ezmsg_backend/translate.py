@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..protocol.graph import (ComponentMetadata, ComponentType, EdgeOwners, EdgeRef, GraphMetadata, GraphSnapshot,
                               ProcessInfo, SessionInfo, StreamDirection, StreamMetadata, TopologyEvent,
@@ -87,14 +87,12 @@ def graph_metadata(meta: Any) -> GraphMetadata | None:
     return GraphMetadata(tuple(comps))
 
 
-def graph_snapshot(snap: Any, *, server_id: str, epoch: str, topology_seq: int,
-                   session_names: Mapping[str, str] | None = None) -> GraphSnapshot:
-    """An upstream GraphSnapshot (graph, edge owners, sessions, processes)."""
-    names = session_names or {}
+def graph_snapshot(snap: Any, *, server_id: str, epoch: str, topology_seq: int) -> GraphSnapshot:
+    """An upstream GraphSnapshot (graph, edge owners, sessions, processes); upstream names no sessions."""
     owners = sorted((EdgeOwners(str(e[0]), str(e[1]), tuple(sorted(str(o) for o in who)))
                      for e, who in (snap.edge_owners or {}).items()), key=lambda e: (e.from_topic, e.to_topic))
     sessions = tuple(
-        SessionInfo(str(sid), names.get(str(sid), ""), "session", "", 0.0,
+        SessionInfo(str(sid), "", "session", "", 0.0,
                     tuple(EdgeRef(str(e[0]), str(e[1])) for e in (s.edges or ())), graph_metadata(s.metadata))
         for sid, s in sorted((snap.sessions or {}).items(), key=lambda kv: str(kv[0])))
     processes = tuple(
@@ -203,11 +201,3 @@ def process_stats(stats: Any) -> dict[str, Any]:
 def process_ping(ping: Any) -> dict[str, Any]:
     return {"process_id": str(ping.process_id), "pid": int(ping.pid), "host": str(ping.host),
             "timestamp": float(ping.timestamp)}
-
-
-def samples_by_endpoint(samples: Iterable[ProfilingTraceSample], metric: str) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for s in samples:
-        if s.metric == metric:
-            out.setdefault(s.endpoint_id, []).append(s.value_ns)
-    return out
