@@ -1,5 +1,8 @@
 """GraphMonitor: a live, self-healing view of one GraphServer for consoles (no UI code).
 
+The GraphServer is ours (``backend="native"``) or an upstream ezmsg 3.9 one
+(``backend="ezmsg"``): either is read through a :class:`~.source.GraphSource`.
+
 It keeps a :class:`MonitorState` current: the graph snapshot (topology,
 processes, endpoints) refreshed on every topology event, every component's
 settings with their change history, profiling snapshots of every process
@@ -42,8 +45,9 @@ from ..protocol.profiling import (
 )
 from ..protocol.settings import SettingsChangedEvent, SettingsEventType, SettingsState
 from ..settings.values import at_path
-from .context import GraphContext
+from ..protocol.address import resolve_address
 from .reconnect import Backoff
+from .source import Backend, GraphSource, make_source
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +114,9 @@ class MonitorState:
 class GraphMonitor:
     def __init__(self, address: Any, *, token: str | None = None, name: str = "ezmsg-console",
                  profiling_interval: float = 1.0, read_only: bool = False, timeout: float = 5.0,
-                 on_change: Callable[[str], None] | None = None) -> None:
+                 on_change: Callable[[str], None] | None = None, backend: Backend | str = Backend.NATIVE) -> None:
         self.address = address
+        self.backend = Backend(backend)
         self.token = token
         self.name = name
         self.profiling_interval = profiling_interval
@@ -119,7 +124,7 @@ class GraphMonitor:
         self.timeout = timeout
         self.on_change = on_change or (lambda kind: None)
         self.state = MonitorState(address=str(address))
-        self.ctx: GraphContext | None = None
+        self.ctx: GraphSource | None = None
         self.undo_stack: list[tuple[str, str, Any]] = []  # (component, field path, value before)
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
@@ -190,8 +195,9 @@ class GraphMonitor:
         backoff = Backoff()
         st = self.state
         while not self._stopping.is_set():
-            ctx = GraphContext(self.address, token=self.token, name=self.name, timeout=self.timeout)
             try:
+                ctx = make_source(self.backend, resolve_address(self.address), token=self.token, name=self.name,
+                                  timeout=self.timeout)
                 await ctx.open()
             except (ConsoleError, OSError) as exc:
                 st = self.state
@@ -222,7 +228,7 @@ class GraphMonitor:
                 st.attempts = 0
                 self._notify("connection")
 
-    async def _session(self, ctx: GraphContext) -> None:
+    async def _session(self, ctx: GraphSource) -> None:
         st = self.state
         if ctx.server_epoch != st.server_epoch:  # a new server: nothing we know is current
             self._topology_seq = self._settings_seq = 0
@@ -252,7 +258,7 @@ class GraphMonitor:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _pump(self, sub: Any, handle: Callable[[Any, GraphContext | None], Any]) -> None:
+    async def _pump(self, sub: Any, handle: Callable[[Any, GraphSource | None], Any]) -> None:
         while True:
             item = await sub.next(timeout=None)
             if item is None:
@@ -263,7 +269,7 @@ class GraphMonitor:
 
     # -- topology ----------------------------------------------------------
 
-    async def _load_topology(self, ctx: GraphContext) -> None:
+    async def _load_topology(self, ctx: GraphSource) -> None:
         snap = await ctx.snapshot()
         self.state.snapshot = snap
         self.state.data_time = time.time()
@@ -277,7 +283,7 @@ class GraphMonitor:
         # An event or a gap: the snapshot is out of date either way.
         self._refresh_topology.set()
 
-    async def _topology_refresher(self, ctx: GraphContext) -> None:
+    async def _topology_refresher(self, ctx: GraphSource) -> None:
         while True:
             await self._refresh_topology.wait()
             self._refresh_topology.clear()
@@ -286,7 +292,7 @@ class GraphMonitor:
 
     # -- settings ----------------------------------------------------------
 
-    async def _load_settings(self, ctx: GraphContext, full: bool) -> None:
+    async def _load_settings(self, ctx: GraphSource, full: bool) -> None:
         st = self.state
         states = await ctx.settings_snapshot()
         st.settings = {s.component_address: s for s in states}
@@ -307,7 +313,7 @@ class GraphMonitor:
         if event.event_type is SettingsEventType.INITIAL_SETTINGS:
             st.initial_settings[event.component_address] = event.value.structured_value
 
-    async def _on_settings(self, item: Any, ctx: GraphContext | None) -> None:
+    async def _on_settings(self, item: Any, ctx: GraphSource | None) -> None:
         if isinstance(item, m.StreamGap):
             if ctx is not None:
                 await self._load_settings(ctx, full=False)
@@ -325,7 +331,7 @@ class GraphMonitor:
 
     # -- profiling and processes --------------------------------------------
 
-    async def _poll_profiling(self, ctx: GraphContext) -> None:
+    async def _poll_profiling(self, ctx: GraphSource) -> None:
         while True:
             interval = max(0.1, self.profiling_interval)
             result = await ctx.profiling_snapshot_all(timeout_per_process=min(1.0, interval))
@@ -353,7 +359,7 @@ class GraphMonitor:
             table[key] = collections.deque(maxlen=HISTORY)
         return table[key]
 
-    async def _poll_stats(self, ctx: GraphContext) -> None:
+    async def _poll_stats(self, ctx: GraphSource) -> None:
         while True:
             snap = self.state.snapshot
             targets = [(p.process_id, sorted(p.units)[0]) for p in (snap.processes if snap else ()) if p.units]
@@ -441,7 +447,7 @@ class GraphMonitor:
 
     # -- settings edits ------------------------------------------------------
 
-    def _mutable(self) -> GraphContext:
+    def _mutable(self) -> GraphSource:
         if self.read_only:
             raise PermissionDenied("the console is read-only (started with --read-only)")
         if self.ctx is None or self.state.stale:

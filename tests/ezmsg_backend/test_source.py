@@ -97,3 +97,35 @@ async def test_profiling_rates_stats_and_traced_handler_percentiles(ezmsg_pipeli
         await trace.close()
     finally:
         await src.close()
+
+
+async def test_the_monitor_keeps_a_live_view_of_an_ezmsg_graph(ezmsg_pipeline: Any) -> None:
+    from ezmsg_console.client.monitor import GraphMonitor
+
+    changes: asyncio.Queue[str] = asyncio.Queue()
+    monitor = GraphMonitor(f"{ezmsg_pipeline.server.host}:{ezmsg_pipeline.server.port}", backend="ezmsg",
+                           profiling_interval=0.2, timeout=TIMEOUT, on_change=changes.put_nowait)
+    monitor.start()
+    try:
+        assert await monitor.wait_connected(TIMEOUT)
+        st = monitor.state
+        assert {"DEMO/GEN", "DEMO/FILTER"} <= set(st.settings) and st.snapshot is not None
+
+        async def until(check: Any, what: str) -> None:
+            while not check():
+                try:
+                    await asyncio.wait_for(changes.get(), TIMEOUT)
+                except asyncio.TimeoutError:
+                    pytest.fail(f"no change within {TIMEOUT} s while waiting for {what}")
+
+        await until(lambda: len(st.profiling) == 4, "profiling of the four processes")
+        await until(lambda: len(st.process_stats) == 4, "stats of the four processes")
+        await monitor.update_setting("DEMO/GEN", "channels", 4)
+        await until(lambda: st.settings["DEMO/GEN"].value.structured_value["channels"] == 4, "the edit's event")
+        assert monitor.undo_stack[-1] == ("DEMO/GEN", "channels", 8)
+        with pytest.raises(InvalidValue):
+            await monitor.update_setting("DEMO/GEN", "channels", 0)
+        assert st.settings["DEMO/GEN"].value.structured_value["channels"] == 4
+        assert await monitor.undo() == ("DEMO/GEN", "channels", 8)
+    finally:
+        await monitor.stop()
