@@ -11,9 +11,11 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
+import time
+from typing import Any, Sequence
 
 from . import __version__
+from .client.source import EZMSG_ADDRESS_ENV, EZMSG_DEFAULT_PORT, Backend
 from .protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
 from .protocol.errors import ConfigurationError, ConsoleError, ServerUnreachable
 from .protocol.framing import MAX_FRAME_SIZE
@@ -25,24 +27,27 @@ EXIT_UNREACHABLE = 2
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .export.commands import add_headless_commands, positive_seconds
+    from .export.commands import ADDRESS_HELP, add_backend_arg, add_headless_commands, positive_seconds
 
     parser = argparse.ArgumentParser(
         prog="ezmsg-console",
         description="Operator console and control plane for live multi-process ezmsg-style pipelines.",
-        epilog=f"Addresses default to ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT}; "
-        f"tokens to ${TOKEN_ENV}.",
+        epilog=f"Addresses default to ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT} (ezmsg-console's "
+        f"GraphServer), then ${EZMSG_ADDRESS_ENV} or {DEFAULT_HOST}:{EZMSG_DEFAULT_PORT} (an ezmsg 3.9 one); "
+        f"tokens to ${TOKEN_ENV}. Attaching to an ezmsg GraphServer means trusting it: its wire format is "
+        "pickle without authentication.",
     )
     parser.add_argument("--version", action="version", version=f"ezmsg-console {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     console = parser.add_argument_group(
         "the console (no COMMAND)",
-        "With no COMMAND, open the interactive console on the GraphServer at --address. If none answers, "
-        "an embedded GraphServer with the demo pipeline is started. Without a terminal, print a snapshot "
+        "With no COMMAND, open the interactive console on the GraphServer at --address: ezmsg-console's "
+        "own, or a live ezmsg 3.9 pipeline's (with the [ezmsg] extra). If none answers, an embedded "
+        "GraphServer with the demo pipeline is started. Without a terminal, print a snapshot "
         "(as 'snapshot --embed-demo') instead.")
-    console.add_argument("--address", metavar="HOST:PORT",
-                         help=f"GraphServer to observe (default ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT})")
+    console.add_argument("--address", metavar="HOST:PORT", help=ADDRESS_HELP)
     console.add_argument("--token", metavar="TOKEN", help=f"shared secret of the server (default ${TOKEN_ENV})")
+    add_backend_arg(console, suppress=False)
     console.add_argument("--no-embed", action="store_true",
                          help="observe only: fail (exit 2) if no GraphServer answers instead of starting one")
     console.add_argument("--demo", action="store_true",
@@ -75,14 +80,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "Starts an embedded GraphServer if none answers at the address. With --headless, prints a "
         "per-topic message table when the run ends.",
     )
+    demo.add_argument("--ezmsg", action="store_true",
+                      help="run the ezmsg demo instead: a real ezmsg GraphServer and a four-process pipeline "
+                      "written against ezmsg.core, shown in the console (needs the [ezmsg] extra)")
     demo.add_argument("--headless", action="store_true",
                       help="run without the interactive console and print a per-topic summary at the end "
-                      "(currently required)")
+                      "(required without --ezmsg)")
     demo.add_argument("--duration", metavar="SECONDS", type=positive_seconds, default=None,
                       help="stop after this many seconds (default: run until Ctrl+C)")
     demo.add_argument("--address", metavar="HOST:PORT",
                       help=f"GraphServer to use, started embedded if none answers (default ${ADDRESS_ENV} "
-                      f"or {DEFAULT_HOST}:{DEFAULT_PORT})")
+                      f"or {DEFAULT_HOST}:{DEFAULT_PORT}); with --ezmsg, where the ezmsg GraphServer listens "
+                      f"(default {DEFAULT_HOST}:{EZMSG_DEFAULT_PORT} if free, else any free port)")
     add_headless_commands(sub)
     return parser
 
@@ -108,7 +117,8 @@ def format_topic_table(topics: dict[str, dict[str, int]], duration: float) -> st
     """An aligned plain-text table: topic, messages, rate (messages/s over ``duration``), bytes."""
     header = ("TOPIC", "MESSAGES", "RATE (msg/s)", "BYTES")
     rows = [(topic, str(stats.get("messages", 0)),
-             f"{stats.get('messages', 0) / duration:.1f}" if duration > 0 else "-", str(stats.get("bytes", 0)))
+             f"{stats.get('messages', 0) / duration:.1f}" if duration > 0 else "-",
+             "n/a" if stats.get("bytes", 0) is None else str(stats.get("bytes", 0)))
             for topic, stats in sorted(topics.items())]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join([row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:]))])
@@ -116,7 +126,58 @@ def format_topic_table(topics: dict[str, dict[str, int]], duration: float) -> st
     return "\n".join(lines)
 
 
+def _ezmsg_demo(args: argparse.Namespace) -> int:
+    """``demo --ezmsg``: an ezmsg GraphServer and pipeline, shown in the console (or summed up headless)."""
+    from .client.source import EZMSG_EXTRA_HINT, ezmsg_available
+    from .protocol.address import parse_address
+
+    if not ezmsg_available():
+        print(f"ezmsg-console: the ezmsg demo needs the ezmsg package: {EZMSG_EXTRA_HINT}", file=sys.stderr)
+        return EXIT_USAGE
+    from .ezmsg_backend.launcher import EzmsgDemo, topic_counts
+
+    demo = EzmsgDemo(parse_address(args.address) if args.address else None)
+
+    def stop_on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds to the finally below, which stops the server and pipeline
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_on_signal)
+    print("Starting an ezmsg GraphServer and the ezmsg demo pipeline...", file=sys.stderr, flush=True)
+    try:
+        address = demo.start()
+    except KeyboardInterrupt:
+        return 130
+    try:
+        interactive = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
+        if interactive:
+            return _run_console(args, address, Backend.EZMSG, demo.version, demo)
+        print(f"ezmsg demo running: ezmsg {demo.version} GraphServer at {address} "
+              f"(attach with: ezmsg-console --address {address})"
+              + ("" if args.duration else "; press Ctrl+C to stop"), flush=True)
+        started = time.monotonic()
+        try:
+            deadline = None if args.duration is None else started + args.duration
+            while demo.running() and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
+        except KeyboardInterrupt:
+            pass
+        duration = time.monotonic() - started
+        if not demo.running():
+            print(f"ezmsg-console: the ezmsg demo stopped by itself ({demo.output_tail()})", file=sys.stderr)
+            return EXIT_FAILED
+        topics = asyncio.run(topic_counts(address, demo.version))
+        print(f"Demo ran {duration:.2f} s.")
+        print(format_topic_table(topics, duration))
+        print("(ezmsg counts no bytes: n/a)", flush=True)
+        return EXIT_OK
+    finally:
+        demo.stop()
+
+
 def _demo(args: argparse.Namespace) -> int:
+    if args.ezmsg:
+        return _ezmsg_demo(args)
     if not args.headless:
         print("ezmsg-console: the interactive console is not available yet; use 'ezmsg-console demo --headless'",
               file=sys.stderr)
@@ -151,19 +212,40 @@ def _console(args: argparse.Namespace) -> int:
             if not hasattr(args, name):
                 setattr(args, name, default)
         return run_headless(args)
-    from .client.monitor import GraphMonitor
-    from .tui.app import ConsoleApp
     from .tui.launch import find_or_embed
 
-    target = find_or_embed(args.address, args.token, embed=not args.no_embed, demo=args.demo)
-    monitor = GraphMonitor(target.address, token=target.token, profiling_interval=args.refresh,
-                           read_only=args.read_only)
-    app = ConsoleApp(monitor, embedded=target.embedded, read_only=args.read_only)
+    target = find_or_embed(args.address, args.token, embed=not args.no_embed, demo=args.demo,
+                           backend=args.backend)
+    for warning in target.warnings:
+        print(f"ezmsg-console: warning: {warning}", file=sys.stderr, flush=True)
+    return _run_console(args, target.address, target.backend, target.version, target.embedded, target.token)
+
+
+def _run_console(args: argparse.Namespace, address: Any, backend: Any, version: str, embedded: Any,
+                 token: str | None = None) -> int:
+    from .client.monitor import GraphMonitor
+    from .tui.app import ConsoleApp
+
+    read_only = bool(getattr(args, "read_only", False))
+    monitor = GraphMonitor(address, token=token, profiling_interval=getattr(args, "refresh", 1.0),
+                           read_only=read_only, backend=backend, version=version)
+    app = ConsoleApp(monitor, embedded=embedded, read_only=read_only)
+
+    def exit_on_signal(signum: int, _frame: Any) -> None:
+        # SIGTERM or a closed terminal: leave like 'q' does (the finally below stops what we started).
+        try:
+            asyncio.get_running_loop().call_soon_threadsafe(app.exit, 128 + signum)
+        except RuntimeError:  # not running yet, or already gone
+            raise KeyboardInterrupt from None
+
+    previous = {sig: signal.signal(sig, exit_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         result = app.run()
     finally:
-        if app.embedded is not None:  # the app did not get to stop it (crash or kill)
+        if app.embedded is not None:  # the app did not get to stop it (crash or signal)
             app.embedded.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return int(result or 0)
 
 

@@ -46,6 +46,7 @@ def _no_env_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose their own addresses and tokens."""
     monkeypatch.delenv("EZMSG_CONSOLE_ADDRESS", raising=False)
     monkeypatch.delenv("EZMSG_CONSOLE_TOKEN", raising=False)
+    monkeypatch.delenv("EZMSG_GRAPHSERVER_ADDR", raising=False)
 
 
 @pytest.fixture

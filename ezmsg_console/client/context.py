@@ -142,8 +142,8 @@ class GraphContext:
 
     @property
     def server_label(self) -> str:
-        """What the console header calls the server."""
-        return "ezmsg-console"
+        """What the console header calls the server: the backend and its wire protocol version."""
+        return f"native p{self.connection.welcome.protocol_version}"
 
     @property
     def server_id(self) -> str:

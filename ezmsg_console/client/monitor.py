@@ -33,7 +33,7 @@ import time
 from typing import Any, Callable
 
 from ..protocol import messages as m
-from ..protocol.errors import ConnectionClosed, ConsoleError, PermissionDenied
+from ..protocol.errors import ConnectionClosed, ConsoleError, PermissionDenied, ServerUnreachable
 from ..protocol.graph import GraphSnapshot, TopologyEvent
 from ..protocol.profiling import (
     ProcessProfilingSnapshot,
@@ -47,7 +47,7 @@ from ..protocol.settings import SettingsChangedEvent, SettingsEventType, Setting
 from ..settings.values import at_path
 from ..protocol.address import resolve_address
 from .reconnect import Backoff
-from .source import Backend, GraphSource, make_source
+from .source import Backend, GraphSource, locate, make_source
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class MonitorState:
     last_error: str = ""
     server_epoch: str = ""
     session_id: str = ""
+    server_label: str = ""  # "native p1", "ezmsg 3.9.0"
+    warnings: tuple[str, ...] = ()  # one-liners about the server (an ezmsg server on another host)
     snapshot: GraphSnapshot | None = None
     data_time: float = 0.0  # wall clock of the newest data
     settings: dict[str, SettingsState] = dataclasses.field(default_factory=dict)
@@ -114,9 +116,11 @@ class MonitorState:
 class GraphMonitor:
     def __init__(self, address: Any, *, token: str | None = None, name: str = "ezmsg-console",
                  profiling_interval: float = 1.0, read_only: bool = False, timeout: float = 5.0,
-                 on_change: Callable[[str], None] | None = None, backend: Backend | str = Backend.NATIVE) -> None:
+                 on_change: Callable[[str], None] | None = None, backend: Backend | str | None = Backend.NATIVE,
+                 version: str = "") -> None:
         self.address = address
-        self.backend = Backend(backend)
+        self.backend = Backend(backend) if backend else None  # None: find out at the next connect
+        self.version = version
         self.token = token
         self.name = name
         self.profiling_interval = profiling_interval
@@ -169,9 +173,11 @@ class GraphMonitor:
             await self.ctx.close()
             self.ctx = None
 
-    def set_address(self, address: Any) -> None:
-        """Connect somewhere else (drops the current view)."""
+    def set_address(self, address: Any, backend: Backend | str | None = None) -> None:
+        """Connect somewhere else (drops the current view); ``backend`` None: whichever answers."""
         self.address = address
+        self.backend = Backend(backend) if backend else None
+        self.version = ""
         self.state = MonitorState(address=str(address))
         self._topology_seq = self._settings_seq = 0
         if self.ctx is not None:
@@ -196,8 +202,11 @@ class GraphMonitor:
         st = self.state
         while not self._stopping.is_set():
             try:
+                if self.backend is None:
+                    await self._detect()
+                assert self.backend is not None
                 ctx = make_source(self.backend, resolve_address(self.address), token=self.token, name=self.name,
-                                  timeout=self.timeout)
+                                  timeout=self.timeout, version=self.version)
                 await ctx.open()
             except (ConsoleError, OSError) as exc:
                 st = self.state
@@ -228,13 +237,21 @@ class GraphMonitor:
                 st.attempts = 0
                 self._notify("connection")
 
+    async def _detect(self) -> None:
+        """Which kind of GraphServer is at the address (it stays that kind across reconnects)."""
+        found = await locate(resolve_address(self.address), self.token, timeout=min(self.timeout, 2.0))
+        if found.backend is None:
+            raise ServerUnreachable(f"no GraphServer answered at {found.address}", {"address": str(found.address)})
+        self.backend, self.version = found.backend, found.version
+        self.state.warnings = found.warnings
+
     async def _session(self, ctx: GraphSource) -> None:
         st = self.state
         if ctx.server_epoch != st.server_epoch:  # a new server: nothing we know is current
             self._topology_seq = self._settings_seq = 0
             st.settings.clear()
             st.profiling.clear()
-        st.server_epoch, st.session_id = ctx.server_epoch, ctx.session_id
+        st.server_epoch, st.session_id, st.server_label = ctx.server_epoch, ctx.session_id, ctx.server_label
         await self._load_topology(ctx)
         await self._load_settings(ctx, full=self._settings_seq == 0)
         topo = await ctx.subscribe_topology_events(after_seq=self._topology_seq)

@@ -8,9 +8,11 @@ project's types. Both satisfy :class:`GraphSource`, so every tab and every
 export format works on either.
 
 :func:`probe` tells which kind answers at an address without disturbing it:
-it connects, sends nothing, and listens for a moment (upstream's server
-greets every connection with its version; ours waits for a Hello).
-:func:`open_source` opens the right one.
+it connects, sends nothing, and reads the greeting both kinds send first
+(ours a SERVER_HELLO frame, upstream's its version).
+:func:`locate` applies the console's search order (an explicit address, else
+ours, else ezmsg's, else nothing: the caller may start an embedded demo) and
+:func:`make_source` makes the right one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import enum
 import os
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from ..protocol.address import DEFAULT_HOST, Address, is_loopback_host, parse_address
+from ..protocol.address import DEFAULT_HOST, Address, is_loopback_host, parse_address, resolve_address
 from ..protocol.errors import (ConfigurationError, ConsoleError, RemoteProtocolError, RequestTimeout,
                               ServerUnreachable)
 from ..protocol.graph import GraphSnapshot
@@ -34,8 +36,9 @@ EZMSG_ADDRESS_ENV = "EZMSG_GRAPHSERVER_ADDR"
 """Where upstream ezmsg looks for its GraphServer (we look there too)."""
 EZMSG_DEFAULT_PORT = 25978
 EZMSG_EXTRA_HINT = "pip install 'ezmsg-console[ezmsg]'"
-LOOPBACK_GREETING_WAIT = 0.3
-REMOTE_GREETING_WAIT = 1.0
+LOOPBACK_GREETING_WAIT = 1.0
+"""How long a loopback server may take to greet (both kinds greet at once; only a silent service waits it out)."""
+REMOTE_GREETING_WAIT = 2.0
 
 
 class Backend(str, enum.Enum):
@@ -143,8 +146,9 @@ class ProbeResult:
 
 
 async def probe(address: Address, token: str | None = None, timeout: float = 1.0) -> ProbeResult:
-    """Which GraphServer answers at ``address``: ezmsg (it greets first), ours (it answers our
-    handshake), something else, or nothing. Sends nothing to an ezmsg server."""
+    """Which GraphServer answers at ``address``: ours (its SERVER_HELLO), ezmsg (its version
+    greeting), something else, or nothing. Sends nothing: both kinds speak first (a silent
+    service is then offered our handshake)."""
     wait = LOOPBACK_GREETING_WAIT if is_loopback_host(address.host) else REMOTE_GREETING_WAIT
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address.host, address.port), timeout)
@@ -180,14 +184,22 @@ async def probe(address: Address, token: str | None = None, timeout: float = 1.0
     greeting = classify_greeting(data)
     if greeting.kind is GreetingKind.EZMSG:
         return ProbeResult(address, Backend.EZMSG, greeting.version)
+    if greeting.kind is GreetingKind.NATIVE:  # a refused token or version is said when connecting
+        return ProbeResult(address, Backend.NATIVE)
     if greeting.kind is not GreetingKind.SILENT:
         return ProbeResult(address, None, reason="it sent something that is not a GraphServer greeting")
+    return await _native_handshake(address, token, timeout)
+
+
+async def _native_handshake(address: Address, token: str | None, timeout: float) -> ProbeResult:
     from .context import GraphContext
 
     try:
         async with GraphContext(address, token=token, timeout=timeout, name="ezmsg-console probe"):
             pass
-    except (ServerUnreachable, OSError):
+    except ServerUnreachable as exc:  # the connection itself failed
+        return ProbeResult(address, None, reason="unreachable", detail=str(exc))
+    except OSError:
         return ProbeResult(address, None, reason="it does not answer the GraphServer handshake")
     except (RequestTimeout, RemoteProtocolError, asyncio.TimeoutError, TimeoutError):
         return ProbeResult(address, None, reason="it does not answer the GraphServer handshake")
@@ -213,7 +225,73 @@ def make_source(backend: Backend | str, address: Address, *, token: str | None =
 
 def not_a_graph_server(result: ProbeResult) -> ServerUnreachable:
     if result.reason == "unreachable":
-        return ServerUnreachable(f"no GraphServer answered at {result.address} ({result.detail})",
-                                 {"address": str(result.address)})
+        text = result.detail if result.detail.startswith("no GraphServer") else \
+            f"no GraphServer answered at {result.address} ({result.detail})"
+        return ServerUnreachable(text, {"address": str(result.address)})
     return NotAGraphServer(f"{result.address} is not a GraphServer: {result.reason}",
                            {"address": str(result.address), "reason": result.reason})
+
+
+PICKLE_WARNING = ("{address} is an ezmsg GraphServer on another host: its wire format is pickle without "
+                  "authentication, so attach only to a server you trust")
+
+
+@dataclasses.dataclass(frozen=True)
+class Located:
+    """Where the console should look: ``backend`` None means nobody answers at ``address``
+    (the caller may start an embedded GraphServer there). ``warnings`` are one-liners to show."""
+
+    address: Address
+    backend: Backend | None
+    version: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.backend is Backend.EZMSG:
+            return f"ezmsg {self.version}".strip()
+        return self.backend.value if self.backend is not None else "nothing"
+
+
+async def locate(address: Any = None, token: str | None = None, backend: Backend | str | None = None, *,
+                 timeout: float = 1.0, environ: Mapping[str, str] | None = None) -> Located:
+    """Find the GraphServer to attach to.
+
+    * ``backend`` given: that kind only, at ``address`` (or that kind's default address).
+    * ``address`` given: whichever kind answers there.
+    * neither: ours at ``$EZMSG_CONSOLE_ADDRESS`` (default 127.0.0.1:25970) if it answers,
+      else ezmsg's at ``$EZMSG_GRAPHSERVER_ADDR`` (default 127.0.0.1:25978) if it answers.
+
+    Something that answers but is no GraphServer raises :class:`NotAGraphServer`; a
+    GraphServer of the other kind than ``backend`` raises ConfigurationError. An ezmsg
+    server found without the ``[ezmsg]`` extra raises :class:`EzmsgExtraMissing`.
+    """
+    forced = Backend(backend) if backend else None
+    if forced is Backend.EZMSG and not address:
+        first = ezmsg_address(environ)
+    else:
+        first = resolve_address(address, environ)
+    found = await probe(first, token, timeout)
+    if found.backend is None and found.reason != "unreachable":
+        raise not_a_graph_server(found)
+    if found.backend is None and forced is None and not address:
+        fallback = ezmsg_address(environ)
+        if fallback != first:
+            other = await probe(fallback, token, timeout)
+            if other.backend is not None:
+                found = other
+    if forced is not None and found.backend is not None and found.backend is not forced:
+        other_kind = "an ezmsg" if found.backend is Backend.EZMSG else "an ezmsg-console"
+        raise ConfigurationError(f"{found.address} is {other_kind} GraphServer, not {forced.value}: drop "
+                                 f"--backend {forced.value} (or use --backend {found.backend.value})",
+                                 {"address": str(found.address)})
+    if found.backend is None:
+        return Located(first, None)
+    warnings: tuple[str, ...] = ()
+    if found.backend is Backend.EZMSG:
+        if not ezmsg_available():
+            raise EzmsgExtraMissing(f"an ezmsg GraphServer {found.version} answers at {found.address}; to attach "
+                                    f"to it: {EZMSG_EXTRA_HINT}", {"address": str(found.address)})
+        if not is_loopback_host(found.address.host):
+            warnings = (PICKLE_WARNING.format(address=found.address),)
+    return Located(found.address, found.backend, found.version, warnings)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import sys
 from typing import Any, AsyncIterator
 
-from ..protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, Address, resolve_address, \
-    resolve_token
+from ..client.source import EZMSG_ADDRESS_ENV, EZMSG_DEFAULT_PORT, Backend, Located, ezmsg_address, locate, \
+    make_source
+from ..protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, resolve_address, resolve_token
 from ..protocol.errors import ConfigurationError, ConnectionClosed, ConsoleError, RequestTimeout, ServerUnreachable
 from . import formats
 from .document import SECTIONS
@@ -79,10 +81,21 @@ def _include(text: str) -> tuple[str, ...]:
     return names
 
 
+BACKEND_HELP = ("which kind of GraphServer: native (ezmsg-console's) or ezmsg (an ezmsg 3.9 pipeline's, needs "
+                "the [ezmsg] extra); default: whichever answers")
+ADDRESS_HELP = (f"the GraphServer (default: ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT} if ours answers "
+                f"there, else ezmsg's at ${EZMSG_ADDRESS_ENV} or {DEFAULT_HOST}:{EZMSG_DEFAULT_PORT})")
+
+
+def add_backend_arg(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    parser.add_argument("--backend", choices=[b.value for b in Backend],
+                        default=argparse.SUPPRESS if suppress else None, help=BACKEND_HELP)
+
+
 def _server_args(parser: argparse.ArgumentParser, timeout_help: str) -> None:
     # SUPPRESS keeps a value given before the command ('ezmsg-console --address X snapshot').
-    parser.add_argument("--address", metavar="HOST:PORT", default=argparse.SUPPRESS,
-                        help=f"the GraphServer (default ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT})")
+    parser.add_argument("--address", metavar="HOST:PORT", default=argparse.SUPPRESS, help=ADDRESS_HELP)
+    add_backend_arg(parser, suppress=True)
     parser.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
                         help=f"shared secret of the server (default ${TOKEN_ENV})")
     parser.add_argument("--timeout", metavar="SECONDS", type=positive_seconds, default=None, help=timeout_help)
@@ -201,26 +214,58 @@ def _silence_stdout() -> None:
         pass
 
 
-@contextlib.asynccontextmanager
-async def connected(address: Any, token: str | None, timeout: float, name: str) -> AsyncIterator[Any]:
-    """An open GraphContext; a server that does not complete the handshake counts as unreachable."""
-    from ..client.context import GraphContext
+@dataclasses.dataclass(frozen=True)
+class ServerArgs:
+    """The command line's --address (None: search), --token and --backend (None: auto)."""
 
-    ctx = GraphContext(address, token=token, timeout=timeout, name=name)
+    address: str | None
+    token: str | None
+    backend: str | None
+
+
+def server_of(args: argparse.Namespace) -> ServerArgs:
+    return ServerArgs(getattr(args, "address", None) or None, resolve_token(getattr(args, "token", None)),
+                      getattr(args, "backend", None) or None)
+
+
+async def find_server(server: ServerArgs, timeout: float) -> Located:
+    """Where the GraphServer is (see :func:`~ezmsg_console.client.source.locate`); ``backend`` None
+    when nothing answers. Its warnings go to stderr here."""
+    located = await locate(server.address, server.token, server.backend, timeout=min(timeout, 2.0))
+    for warning in located.warnings:
+        print(f"ezmsg-console: warning: {warning}", file=sys.stderr, flush=True)
+    return located
+
+
+def nobody_answers(server: ServerArgs, located: Located) -> ServerUnreachable:
+    searched = f"{located.address}"
+    if server.address is None and server.backend is None and ezmsg_address() != located.address:
+        searched += f" (ezmsg-console) nor at {ezmsg_address()} (ezmsg)"
+    return ServerUnreachable(f"no GraphServer answered at {searched}", {"address": str(located.address)})
+
+
+@contextlib.asynccontextmanager
+async def connected(server: ServerArgs, timeout: float, name: str, located: Located | None = None
+                    ) -> AsyncIterator[Any]:
+    """An open graph source (native or ezmsg, whichever answers); a server that does not
+    complete the handshake counts as unreachable."""
+    if located is None:
+        located = await find_server(server, timeout)
+    if located.backend is None:
+        raise nobody_answers(server, located)
+    ctx = make_source(located.backend, located.address, token=server.token, name=name, timeout=timeout,
+                      version=located.version)
     try:
         await ctx.open()
     except RequestTimeout as exc:
-        raise ServerUnreachable(str(exc), {"address": str(address)}) from None
+        raise ServerUnreachable(str(exc), {"address": str(located.address)}) from None
     except OSError as exc:
-        raise ServerUnreachable(f"no GraphServer answered at {address} ({exc})", {"address": str(address)}) from None
+        raise ServerUnreachable(f"no GraphServer answered at {located.address} ({exc})",
+                                {"address": str(located.address)}) from None
     try:
         yield ctx
     finally:
         await ctx.close()
-
-
-def server_of(args: argparse.Namespace) -> tuple[Address, str | None]:
-    return resolve_address(getattr(args, "address", None)), resolve_token(getattr(args, "token", None))
 
 
 # -- snapshot -----------------------------------------------------------------------
@@ -264,8 +309,7 @@ def snapshot_command(args: argparse.Namespace) -> int:
     sections, tables = plan(fmt, getattr(args, "include", None), output)
     timeout = getattr(args, "timeout", None) or SNAPSHOT_TIMEOUT
     window = getattr(args, "window", PROFILING_WINDOW) if "profiling" in sections else 0.0
-    address, token = server_of(args)
-    doc = take_snapshot(address, token, sections, timeout=timeout, window=window,
+    doc = take_snapshot(server_of(args), sections, timeout=timeout, window=window,
                         embed_demo=bool(getattr(args, "embed_demo", False)))
     if fmt == "csv":
         assert tables is not None
@@ -303,31 +347,34 @@ def _write(path: str, text: str) -> None:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def take_snapshot(address: Address, token: str | None, sections: set[str], *, timeout: float, window: float,
+def take_snapshot(server: ServerArgs, sections: set[str], *, timeout: float, window: float,
                   embed_demo: bool) -> dict[str, Any]:
     """Collect the document; with ``embed_demo`` and nobody answering, on a demo started (and stopped) here."""
-    from ..client.context import server_answers
     from ..runtime.embedded import EmbeddedDemo
 
     embedded = None
     try:
-        if embed_demo and not asyncio.run(server_answers(address, token, min(DEFAULT_TIMEOUT, 1.0))):
-            embedded = EmbeddedDemo.start_anywhere(address, token, timeout)
-            address = embedded.address
-        return asyncio.run(_collect(address, token, sections, timeout=timeout, window=window,
+        located = asyncio.run(find_server(server, min(DEFAULT_TIMEOUT, 1.0)))
+        if embed_demo and located.backend is None:
+            if server.backend == Backend.EZMSG.value:
+                raise UsageError("--embed-demo starts an ezmsg-console GraphServer: it cannot be combined with "
+                                 "--backend ezmsg (run 'ezmsg-console demo --ezmsg' for an ezmsg demo)")
+            embedded = EmbeddedDemo.start_anywhere(resolve_address(located.address), server.token, timeout)
+            located = Located(embedded.address, Backend.NATIVE)
+        return asyncio.run(_collect(server, located, sections, timeout=timeout, window=window,
                                     wait_ready=embedded is not None))
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-async def _collect(address: Address, token: str | None, sections: set[str], *, timeout: float, window: float,
+async def _collect(server: ServerArgs, located: Located, sections: set[str], *, timeout: float, window: float,
                    wait_ready: bool) -> dict[str, Any]:
     from .document import collect_document, wait_pipeline_ready
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with connected(address, token, min(timeout, DEFAULT_TIMEOUT), "ezmsg-console snapshot") as ctx:
+    async with connected(server, min(timeout, DEFAULT_TIMEOUT), "ezmsg-console snapshot", located) as ctx:
         extra = []
         if wait_ready and not await wait_pipeline_ready(ctx, max(0.1, deadline - loop.time())):
             extra.append({"process_id": None, "section": "demo", "error_code": "TIMEOUT",

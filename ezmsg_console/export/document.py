@@ -5,8 +5,9 @@ Shape (``schema`` ``ezmsg-console.snapshot/1``; a section not asked for is absen
     schema        "ezmsg-console.snapshot/1"
     captured      {"epoch": wall-clock seconds, "iso": the same in UTC, ISO 8601}
     address       "host:port" of the GraphServer
+    backend       "native" (an ezmsg-console GraphServer) or "ezmsg" (an ezmsg 3.9 one)
     embedded_demo true when the command started the server and demo itself
-    server        {"id", "epoch", "topology_seq"}
+    server        {"id", "epoch", "topology_seq", "label" (e.g. "ezmsg 3.9.0")}
     sections      the sections collected, sorted
     topology      {"graph": {topic: [downstream topics]},
                    "edges": [{"from", "to", "owners"}],
@@ -17,7 +18,8 @@ Shape (``schema`` ``ezmsg-console.snapshot/1``; a section not asked for is absen
                     "ping_ms", "stats": GET_PROCESS_STATS answer or null, "error": text or null}]
     settings      {component: {"value", "schema", "seq", "source" (reporting process id or null),
                                "session" (declaring session id or null)}}
-    profiling     {process_id: profiling snapshot, or {"error_code", "error"}}
+    profiling     {process_id: profiling snapshot, or {"error_code", "error"}}; a counter the
+                  backend does not measure (listed in the snapshot's "unmeasured") is null
     errors        [{"process_id", "section", "error_code", "error"}]
 
 Lists are in a stable order (by topic, unit or id) and the JSON writer sorts
@@ -37,7 +39,7 @@ from ..client.context import GraphContext
 from ..protocol import wire
 from ..protocol.errors import ConnectionClosed, ConsoleError
 from ..protocol.graph import ComponentType, GraphSnapshot, ProcessInfo
-from ..protocol.profiling import ProcessProfilingSnapshot, ProfilingError
+from ..protocol.profiling import UNMEASURED_FIELDS, ProcessProfilingSnapshot, ProfilingError
 from ..protocol.settings import SettingsState
 
 SCHEMA = "ezmsg-console.snapshot/1"
@@ -53,7 +55,8 @@ def build_document(*, address: str, snapshot: GraphSnapshot, sections: Iterable[
                    stats: dict[str, dict[str, Any]] | None = None,
                    profiling: dict[str, ProcessProfilingSnapshot | ProfilingError] | None = None,
                    errors: Iterable[dict[str, Any]] = (), embedded_demo: bool = False,
-                   own_session: str | None = None) -> dict[str, Any]:
+                   own_session: str | None = None, backend: str = "native",
+                   server_label: str = "native") -> dict[str, Any]:
     """Assemble the document from data already fetched (pure; see the module docstring).
 
     ``own_session`` (the collecting session, which owns nothing) is left out of ``sessions``.
@@ -65,8 +68,10 @@ def build_document(*, address: str, snapshot: GraphSnapshot, sections: Iterable[
         "schema": SCHEMA,
         "captured": {"epoch": captured, "iso": iso_utc(captured)},
         "address": address,
+        "backend": backend,
         "embedded_demo": embedded_demo,
-        "server": {"id": snapshot.server_id, "epoch": snapshot.server_epoch, "topology_seq": snapshot.topology_seq},
+        "server": {"id": snapshot.server_id, "epoch": snapshot.server_epoch, "topology_seq": snapshot.topology_seq,
+                   "label": server_label},
         "sections": wanted,
         "errors": sorted((dict(e) for e in errors),
                          key=lambda e: (e.get("section") or "", e.get("process_id") or "", e.get("error") or "")),
@@ -125,7 +130,16 @@ def settings_section(states: Iterable[SettingsState]) -> dict[str, Any]:
 def _profile(result: ProcessProfilingSnapshot | ProfilingError) -> dict[str, Any]:
     if isinstance(result, ProfilingError):
         return {"error_code": result.error_code, "error": result.error}
-    return wire.to_wire(result)  # type: ignore[no-any-return]
+    doc: dict[str, Any] = wire.to_wire(result)
+    unmeasured = [f for what in result.unmeasured for f in UNMEASURED_FIELDS.get(what, ())]
+    for endpoint in (*doc.get("publishers", ()), *doc.get("subscribers", ())):
+        for name in unmeasured:
+            if name in endpoint:
+                endpoint[name] = None  # not measured by this backend: never a fake zero
+        for name in ("handler_ns", "handler_ns_window"):
+            if "histograms" in result.unmeasured and (endpoint.get(name) or {}).get("count") == 0:
+                endpoint[name] = None  # percentiles from trace samples only, and none were traced
+    return doc
 
 
 # -- collecting ---------------------------------------------------------------------
@@ -212,7 +226,9 @@ async def collect_document(ctx: GraphContext, sections: Iterable[str], *, proces
     await asyncio.gather(gather_stats(), gather_profiling())
     return build_document(address=str(ctx.address), snapshot=snap, sections=wanted, captured=captured,
                           settings=settings, stats=stats, profiling=profiling, errors=errors,
-                          embedded_demo=embedded_demo, own_session=ctx.session_id)
+                          embedded_demo=embedded_demo, own_session=ctx.session_id,
+                          backend=getattr(ctx, "backend", "native"),
+                          server_label=getattr(ctx, "server_label", "native"))
 
 
 async def wait_pipeline_ready(ctx: GraphContext, timeout: float, poll: float = 0.05) -> bool:

@@ -139,10 +139,10 @@ async def _state_of(ctx: Any, component: str) -> SettingsState:
 
 
 def get_command(args: argparse.Namespace) -> int:
-    address, token = server_of(args)
+    server = server_of(args)
 
     async def run() -> SettingsState:
-        async with connected(address, token, args.timeout or DEFAULT_TIMEOUT, "ezmsg-console get") as ctx:
+        async with connected(server, args.timeout or DEFAULT_TIMEOUT, "ezmsg-console get") as ctx:
             return await _state_of(ctx, args.component)
 
     state = asyncio.run(run())
@@ -153,12 +153,12 @@ def get_command(args: argparse.Namespace) -> int:
 
 
 def set_command(args: argparse.Namespace) -> int:
-    address, token = server_of(args)
+    server = server_of(args)
     value = parse_value(args.value)
     timeout = args.timeout or DEFAULT_TIMEOUT
 
     async def run() -> dict[str, Any]:
-        async with connected(address, token, timeout, "ezmsg-console set") as ctx:
+        async with connected(server, timeout, "ezmsg-console set") as ctx:
             state = await _state_of(ctx, args.component)
             if state.value.structured_value is None:
                 raise CommandError(f"{args.component} has no settings to change")
@@ -172,7 +172,8 @@ def set_command(args: argparse.Namespace) -> int:
 
     reply = asyncio.run(run())
     applied = at_path(reply.get("value"), args.field)
-    print(f"{args.component} {args.field} = {json.dumps(applied)} (seq {reply.get('seq')})", flush=True)
+    seq = f" (seq {reply['seq']})" if reply.get("seq") is not None else ""
+    print(f"{args.component} {args.field} = {json.dumps(applied)}{seq}", flush=True)
     return EXIT_OK
 
 
@@ -187,14 +188,14 @@ def watch_command(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    address, token = server_of(args)
+    server = server_of(args)
     wanted = [s for s in ("topology", "settings") if getattr(args, s)] or ["topology", "settings"]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    async with connected(address, token, args.timeout or DEFAULT_TIMEOUT, "ezmsg-console watch") as ctx:
+    async with connected(server, args.timeout or DEFAULT_TIMEOUT, "ezmsg-console watch") as ctx:
         subs = {"topology": ctx.subscribe_topology_events, "settings": ctx.subscribe_settings_events}
         streams = {name: await subs[name](after_seq=args.after_seq) for name in wanted}
 

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ROUTE_MARGIN = 1.0
 HANDLER_SAMPLES = 20000  # traced lease times kept per subscriber endpoint
+NEW_EVENT_SLACK_S = 0.5  # a topology event this much older than the subscription still counts as new
 _CLOSED = (OSError, EOFError, asyncio.IncompleteReadError)
 
 
@@ -175,8 +176,15 @@ class EzmsgSource:
             self._topology_seq = max(self._topology_seq, event.seq)
             return event
 
-        return UpstreamStream(lambda: ctx.subscribe_topology_events(after_seq=after_seq or 0), on_event,
-                              m.StreamKind.TOPOLOGY, max_queue=max_queue, on_end=self._lost)
+        async def events() -> Any:
+            # after_seq None: new events only. Upstream cannot say its newest topology seq, so the
+            # backlog it replays from 0 is skipped by time (its events carry the server's wall clock).
+            since = time.time() if after_seq is None else None
+            async for raw in ctx.subscribe_topology_events(after_seq=after_seq or 0):
+                if since is None or float(getattr(raw, "timestamp", 0.0) or 0.0) >= since - NEW_EVENT_SLACK_S:
+                    yield raw
+
+        return UpstreamStream(events, on_event, m.StreamKind.TOPOLOGY, max_queue=max_queue, on_end=self._lost)
 
     # -- settings --------------------------------------------------------------
 
@@ -209,8 +217,15 @@ class EzmsgSource:
     def subscribe_settings_events(self, after_seq: int | None = 0, *, max_queue: int = 1024,
                                   timeout: float | None = None) -> UpstreamStream:
         ctx = self._require()
-        return UpstreamStream(lambda: ctx.subscribe_settings_events(after_seq=after_seq or 0),
-                              lambda raw: self._seen(translate.settings_event(raw, self._epoch)),
+
+        async def events() -> Any:
+            start = after_seq
+            if start is None:  # new events only: after the newest one the server holds now
+                start = max((int(e.seq) for e in await ctx.settings_events(0)), default=0)
+            async for raw in ctx.subscribe_settings_events(after_seq=start):
+                yield raw
+
+        return UpstreamStream(events, lambda raw: self._seen(translate.settings_event(raw, self._epoch)),
                               m.StreamKind.SETTINGS, max_queue=max_queue, on_end=self._lost)
 
     async def update_setting(self, component_address: str, field_path: str, value: Any, *,

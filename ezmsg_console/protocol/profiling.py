@@ -451,6 +451,20 @@ class ProcessProfilingSnapshot:
         return what not in self.unmeasured
 
 
+UNMEASURED_FIELDS: dict[str, tuple[str, ...]] = {
+    "bytes": ("bytes_published_total", "bytes_published_window", "bytes_rate_window", "bytes_received_total",
+              "bytes_received_window"),
+    "backpressure": ("backpressure_waits_total", "backpressure_wait_ns_total", "backpressure_waits_window",
+                     "backpressure_wait_ns_window"),
+    "drops": ("drops_total", "drops_window"),
+    "queue": ("queue_depth",),
+    "links": ("fanout", "shm_links", "tcp_links", "local_subscribers", "publishers"),
+    "latency": ("latency_ns", "latency_ns_window"),
+    "histograms": (),  # bucketed histograms: the percentiles may still come from trace samples
+}
+"""The publisher/subscriber fields each name in ``ProcessProfilingSnapshot.unmeasured`` covers."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProfilingError:
     """An entry of ``profiling_snapshot_all`` for a process that did not answer."""

@@ -77,13 +77,15 @@ class ConsoleApp(App[int]):
         self._behind: dict[str, set[str]] = {}  # tab -> kinds it has not drawn yet (it was hidden)
         self._frame_gap = 1.0 / MAX_FPS
         self.frame_cost = 0.0  # smoothed seconds per redraw, screen render included
+        self._warned: set[str] = set()
         monitor.read_only = read_only
         monitor.on_change = self._on_monitor_change
 
     # -- layout ----------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield ConsoleHeader(self.monitor, embedded=self.embedded is not None, read_only=self.read_only)
+        label = getattr(self.embedded, "LABEL", "embedded demo") if self.embedded is not None else ""
+        yield ConsoleHeader(self.monitor, embedded=label, read_only=self.read_only)
         with TabbedContent(initial="settings"):
             for pane_cls in (SettingsPane, TopologyPane, ProfilingPane, ProcessesPane):
                 with TabPane(f"{pane_cls.TITLE} [{self._tab_number(pane_cls.TAB_ID)}]", id=pane_cls.TAB_ID):
@@ -159,6 +161,10 @@ class ConsoleApp(App[int]):
         if not self.is_running:
             return
         self.header.refresh_header()
+        for warning in self.monitor.state.warnings:
+            if warning not in self._warned:  # said once per server, not every second
+                self._warned.add(warning)
+                self.notify(warning, title="Warning", severity="warning", timeout=15)
         if not self.paused:
             self._on_monitor_change("clock")
 
@@ -178,6 +184,10 @@ class ConsoleApp(App[int]):
         self.paused = not self.paused
         self.header.paused = self.paused
         self.header.refresh_header()
+        for warning in self.monitor.state.warnings:
+            if warning not in self._warned:  # said once per server, not every second
+                self._warned.add(warning)
+                self.notify(warning, title="Warning", severity="warning", timeout=15)
         if not self.paused:
             self._pending |= ALL_KINDS
             self._on_monitor_change("clock")

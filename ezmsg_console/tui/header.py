@@ -14,14 +14,15 @@ if TYPE_CHECKING:
     from ..client.monitor import GraphMonitor, MonitorState
 
 
-def header_text(state: MonitorState, *, embedded: bool, paused: bool, read_only: bool,
+def header_text(state: MonitorState, *, embedded: bool | str, paused: bool, read_only: bool,
                 profiling_interval: float) -> Text:
-    """The header as styled text (pure: tested without Textual)."""
+    """The header as styled text (pure: tested without Textual). ``embedded``: what this
+    console started itself ("embedded demo", "ezmsg demo"), or False."""
     text = Text()
     text.append(" ezmsg-console ", style="bold reverse")
-    text.append(f" {state.address}")
+    text.append(f" {state.server_label} @ {state.address}" if state.server_label else f" {state.address}")
     if embedded:
-        text.append(" (embedded demo)", style="italic")
+        text.append(f" ({embedded if isinstance(embedded, str) else 'embedded demo'})", style="italic")
     text.append("  ")
     if state.conn_state is ConnState.CONNECTED:
         text.append("● connected", style="bold green")
@@ -53,7 +54,7 @@ def header_text(state: MonitorState, *, embedded: bool, paused: bool, read_only:
 class ConsoleHeader(Static):
     DEFAULT_CSS = "ConsoleHeader { height: 1; background: $panel; }"
 
-    def __init__(self, monitor: GraphMonitor, *, embedded: bool, read_only: bool) -> None:
+    def __init__(self, monitor: GraphMonitor, *, embedded: bool | str, read_only: bool) -> None:
         super().__init__()
         self.monitor = monitor
         self.embedded = embedded

@@ -74,15 +74,19 @@ def process_row(proc: ProcessInfo, stats: Mapping[str, Any] | None, profiling: A
             return (*ident, *blank, _v("waiting", "… waiting", DIM))
         return (*ident, *blank, _v(str(stats["error"]), f"✕ {stats['error']}", BAD))
     age = max(0.0, now - float(stats.get("timestamp") or now))
-    uptime = float(stats.get("uptime_s", 0.0)) + age
-    cpu = float(stats.get("cpu_percent", 0.0))
     ping = stats.get("ping_ms")
     if isinstance(profiling, ProfilingError):
         status = _v(profiling.error_code, f"✕ prof {profiling.error_code}", BAD)
     else:
         status = _v("ok", "● ok", "green")
-    return (*ident, _v(uptime, fmt_uptime(uptime)), _graded(cpu, f"{cpu:.1f}%", CPU_WARN, CPU_BAD),
-            _v(stats.get("memory_rss_bytes"), fmt_bytes(stats.get("memory_rss_bytes"))),
+    # A backend that cannot tell (an ezmsg process on another host) leaves a key out: "n/a", not 0.
+    na = _v(None, "n/a", DIM)
+    uptime = float(stats["uptime_s"]) + age if "uptime_s" in stats else None
+    cpu = stats.get("cpu_percent")
+    memory = stats.get("memory_rss_bytes")
+    return (*ident, _v(uptime, fmt_uptime(uptime)) if uptime is not None else na,
+            _graded(float(cpu), f"{float(cpu):.1f}%", CPU_WARN, CPU_BAD) if cpu is not None else na,
+            _v(memory, fmt_bytes(memory)) if memory is not None else na,
             _graded(ping, fmt_ns(ping * 1e6), PING_WARN_MS, PING_BAD_MS) if ping is not None else _v(None, "-", DIM),
             status)
 

@@ -13,7 +13,9 @@ on a monochrome terminal and to colour-blind eyes:
 * ``✕ TIMEOUT`` (red) a process that did not answer the profiling poll (its error code).
 
 Window values (since the previous poll) are shown when the window has data;
-otherwise the totals since the process started, dimmed.
+otherwise the totals since the process started, dimmed. A counter the process
+does not measure (an ezmsg 3.9 process has no bytes, backpressure, drops,
+queue or link counts) reads ``n/a``, never a fake zero.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ SUB_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("trace", "T", 1), ("topic", "Topic", 28), ("pid", "Process", 12), ("chan", "Chan", 5),
     ("rate", "Msgs/s", 7), ("bytes", "Bytes/s", 9), ("queue", "Queue", 5), ("drops", "Drops", 6),
     ("handler", "Handler 50/99", 13), ("latency", "Latency 50/99", 13))
+
+
+NA = "n/a"
+MEASURE_OF = {"chan": "links", "bytes": "bytes", "waits": "backpressure", "subs": "links", "queue": "queue",
+              "drops": "drops", "latency": "latency"}
+"""Column key -> the name ``ProcessProfilingSnapshot.unmeasured`` uses for what it shows
+("chan" only for publishers: a subscriber's channel kind is always measured)."""
 
 
 class Val(NamedTuple):
@@ -167,10 +176,21 @@ def _trace_cell(endpoint_id: str, traced: Collection[str]) -> Val:
 # -- rows -----------------------------------------------------------------------
 
 
+def _na_unmeasured(row: list[Val], columns: Sequence[tuple[str, str, int]], snap: ProcessProfilingSnapshot,
+                   is_pub: bool) -> Row:
+    """``row`` with every cell of a column the process does not measure replaced by ``n/a``."""
+    if snap.unmeasured:
+        for i, (key, _label, _width) in enumerate(columns):
+            what = MEASURE_OF.get(key)
+            if what is not None and (is_pub or key != "chan") and not snap.measures(what):
+                row[i] = _v(None, NA, DIM)
+    return tuple(row)
+
+
 def publisher_row(pub: PublisherProfile, snap: ProcessProfilingSnapshot, history: Sequence[float] | None,
                   traced: Collection[str]) -> Row:
     has_window = snap.window_seconds > 0
-    return (
+    return _na_unmeasured([
         _trace_cell(pub.endpoint_id, traced),
         _v(pub.topic, pub.topic),
         _process_cell(snap.process_id, snap.pid),
@@ -180,14 +200,14 @@ def publisher_row(pub: PublisherProfile, snap: ProcessProfilingSnapshot, history
         inflight_cell(pub.inflight_messages_current, pub.num_buffers),
         waits_cell(pub.backpressure_waits_window, pub.backpressure_waits_total),
         _v(pub.fanout, str(pub.fanout)),
-    )
+    ], PUB_COLUMNS, snap, True)
 
 
 def subscriber_row(sub: SubscriberProfile, snap: ProcessProfilingSnapshot, history: Sequence[float] | None,
                    traced: Collection[str]) -> Row:
     has_window = snap.window_seconds > 0
     chan = "-" if sub.channel_kind_last in ("", "UNKNOWN") else sub.channel_kind_last
-    return (
+    return _na_unmeasured([
         _trace_cell(sub.endpoint_id, traced),
         _v(sub.topic, sub.topic),
         _process_cell(snap.process_id, snap.pid),
@@ -198,7 +218,7 @@ def subscriber_row(sub: SubscriberProfile, snap: ProcessProfilingSnapshot, histo
         drops_cell(sub.drops_window, sub.drops_total),
         hist_cell(sub.handler_ns_window, sub.handler_ns),
         hist_cell(sub.latency_ns_window, sub.latency_ns),
-    )
+    ], SUB_COLUMNS, snap, False)
 
 
 def error_key(process_id: str) -> str:
@@ -251,6 +271,9 @@ def record_sort_value(record: Record, column: int) -> Any:
         return {1: f"!{obj.error_code}", 2: snap}.get(column)
     key = (PUB_COLUMNS if kind == "pub" else SUB_COLUMNS)[column][0]
     window = snap.window_seconds > 0
+    what = MEASURE_OF.get(key)
+    if what is not None and (kind == "pub" or key != "chan") and not snap.measures(what):
+        return None
     if key == "trace":
         return traced
     if key == "topic":
@@ -348,24 +371,35 @@ def endpoint_detail(snap: ProcessProfilingSnapshot, ep: PublisherProfile | Subsc
     head.append(f"process {short_id(snap.process_id)} pid {snap.pid} on {snap.host}", style=DIM)
     head.append(f"  id {ep.endpoint_id.rsplit(':', 1)[-1][:8]}", style=DIM)
     lines = [head, spark_line("rate", rates, lambda v: f"{fmt_rate(v)}/s")]
+
+    def m(what: str, text: str) -> str:
+        return text if snap.measures(what) else NA
+
     if isinstance(ep, PublisherProfile):
+        waits = m("backpressure", f"{fmt_count(ep.backpressure_waits_total)} waits, "
+                                  f"{fmt_ns(ep.backpressure_wait_ns_total)}")
+        links = m("links", f"shm {ep.shm_links} tcp {ep.tcp_links} local {ep.local_subscribers}")
         lines.append(Text(
-            f"totals  {fmt_count(ep.messages_published_total)} msgs  {fmt_bytes(ep.bytes_published_total)}  "
-            f"backpressure {fmt_count(ep.backpressure_waits_total)} waits, {fmt_ns(ep.backpressure_wait_ns_total)}  "
-            f"buffers {ep.inflight_messages_current}/{ep.num_buffers}  links shm {ep.shm_links} tcp {ep.tcp_links} "
-            f"local {ep.local_subscribers}", style=DIM))
+            f"totals  {fmt_count(ep.messages_published_total)} msgs  {m('bytes', fmt_bytes(ep.bytes_published_total))}"
+            f"  backpressure {waits}  buffers {ep.inflight_messages_current}/{ep.num_buffers}  links {links}",
+            style=DIM))
     else:
-        lines.append(spark_line("lat p50", latencies, fmt_ns))
+        if snap.measures("latency"):
+            lines.append(spark_line("lat p50", latencies, fmt_ns))
         hist, is_window = pick_hist(ep.handler_ns_window, ep.handler_ns)
         lat, lat_window = pick_hist(ep.latency_ns_window, ep.latency_ns)
+        if hist.count or snap.measures("histograms"):
+            handler = (f"p50 {fmt_ns(hist.p50_ns)} p90 {fmt_ns(hist.p90_ns)} p99 {fmt_ns(hist.p99_ns)} "
+                       f"max {fmt_ns(hist.max_ns)} ({'window' if is_window else 'total'})")
+        else:
+            handler = "n/a until traced (t)"
+        latency = m("latency", f"p50 {fmt_ns(lat.p50_ns)} p99 {fmt_ns(lat.p99_ns)} max {fmt_ns(lat.max_ns)} "
+                               f"({'window' if lat_window else 'total'})")
+        lines.append(Text(f"handler {handler}   latency {latency}"))
         lines.append(Text(
-            f"handler p50 {fmt_ns(hist.p50_ns)} p90 {fmt_ns(hist.p90_ns)} p99 {fmt_ns(hist.p99_ns)} "
-            f"max {fmt_ns(hist.max_ns)} ({'window' if is_window else 'total'})   latency p50 {fmt_ns(lat.p50_ns)} "
-            f"p99 {fmt_ns(lat.p99_ns)} max {fmt_ns(lat.max_ns)} ({'window' if lat_window else 'total'})"))
-        lines.append(Text(
-            f"totals  {fmt_count(ep.messages_received_total)} msgs  {fmt_bytes(ep.bytes_received_total)}  "
-            f"drops {fmt_count(ep.drops_total)}  {'leaky' if ep.leaky else 'lossless'}  "
-            f"publishers {ep.publishers}  queue {ep.queue_depth}", style=DIM))
+            f"totals  {fmt_count(ep.messages_received_total)} msgs  {m('bytes', fmt_bytes(ep.bytes_received_total))}"
+            f"  drops {m('drops', fmt_count(ep.drops_total))}  {'leaky' if ep.leaky else 'lossless'}  "
+            f"publishers {m('links', str(ep.publishers))}  queue {m('queue', str(ep.queue_depth))}", style=DIM))
     return lines
 
 

@@ -5,7 +5,9 @@
 Starts an embedded GraphServer with the demo pipeline (port 0), opens the
 console at the given size with Textual's test driver, and saves one SVG per
 view: each tab, the typed editor open, and the editor showing a refused
-(out-of-range) value. Everything it starts is stopped before it exits.
+(out-of-range) value. With the ``[ezmsg]`` extra it then does the same for the
+Settings and Profiling tabs on the ezmsg demo (a real ezmsg GraphServer and
+pipeline). Everything it starts is stopped before it exits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..client.monitor import ConnState, GraphMonitor
+from ..protocol.errors import ConsoleError
 from ..runtime.embedded import EmbeddedDemo
 from .app import ConsoleApp
 from .editor import EditorScreen
@@ -107,6 +110,51 @@ async def take(out: Path, size: tuple[int, int]) -> list[Path]:
     return saved
 
 
+async def take_ezmsg(out: Path, size: tuple[int, int]) -> list[Path]:
+    """The Settings and Profiling tabs on the ezmsg demo (a real ezmsg GraphServer and pipeline)."""
+    from ..ezmsg_backend.launcher import EzmsgDemo
+
+    out.mkdir(parents=True, exist_ok=True)
+    demo = EzmsgDemo()
+    address = await asyncio.to_thread(demo.start)
+    monitor = GraphMonitor(address, profiling_interval=0.5, backend="ezmsg", version=demo.version)
+    app = ConsoleApp(monitor, embedded=demo)
+    saved: list[Path] = []
+
+    def shot(name: str) -> None:
+        app.save_screenshot(filename=f"{name}.svg", path=str(out))
+        saved.append(out / f"{name}.svg")
+        print(f"  {out / f'{name}.svg'}", flush=True)
+
+    try:
+        async with app.run_test(size=size) as pilot:
+            await _until(pilot, lambda: monitor.state.conn_state is ConnState.CONNECTED
+                         and len(monitor.state.rate_history) >= 4, "live data")
+            await pilot.pause(WARM_UP_S)
+            filter_input = next((s.endpoint_id for p in monitor.state.profiling.values()
+                                 for s in getattr(p, "subscribers", ()) if s.topic == "DEMO/FILTER/INPUT"), None)
+            if filter_input is not None:
+                await monitor.set_trace(filter_input, True, ttl_seconds=60)
+            await pilot.press("1")
+            app.show_tab("settings", "DEMO/GEN")
+            await pilot.pause(0.5)
+            fields = app.main.query_one("#pane-settings").query_one("#fields", LiveTable)
+            fields.table.focus()
+            fields.select("rate_hz")
+            await pilot.pause(0.3)
+            shot("ezmsg-settings")
+            await pilot.press("3")
+            app.show_tab("profiling", filter_input or "DEMO/FILTER/INPUT")
+            await _until(pilot, lambda: len(monitor.state.trace_samples) > 10, "trace samples", timeout=15)
+            await pilot.pause(1.5)
+            shot("ezmsg-profiling")
+            await app.shutdown()
+    finally:
+        await monitor.stop()
+        await asyncio.to_thread(demo.stop)
+    return saved
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="screenshots", help="folder for the SVG files (default: screenshots)")
@@ -117,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--size must look like 120x40, got {args.size!r}")
     print(f"taking screenshots at {cols}x{rows} into {args.out}/", flush=True)
+    from ..client.source import EZMSG_EXTRA_HINT, ezmsg_available
+
     try:
         asyncio.run(take(Path(args.out), (cols, rows)))
-    except RuntimeError as exc:
+        if ezmsg_available():
+            asyncio.run(take_ezmsg(Path(args.out), (cols, rows)))
+        else:
+            print(f"  (skipped the ezmsg screenshots: {EZMSG_EXTRA_HINT})", flush=True)
+    except (RuntimeError, ConsoleError) as exc:
         print(f"screenshots: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -14,6 +15,7 @@ import pytest
 from ezmsg_console.export import formats
 from ezmsg_console.export.commands import UsageError, plan
 from ezmsg_console.export.document import SCHEMA, build_document
+from ezmsg_console.export.formats import table_csv
 from ezmsg_console.export.live import event_record, event_text, parse_value, settings_summary, \
     settings_text
 from ezmsg_console.protocol import messages as m
@@ -107,11 +109,32 @@ def document(seed: int | None = None) -> dict:
 # -- the document and JSON ------------------------------------------------------------
 
 
+def test_unmeasured_counters_are_null_not_zero():
+    """An ezmsg 3.9 process measures no bytes, drops, queue or links: JSON null and empty CSV cells."""
+    snap = dataclasses.replace(profile("p1"), unmeasured=("bytes", "backpressure", "drops", "queue", "links",
+                                                           "histograms", "latency"))
+    doc = build_document(address="127.0.0.1:9", snapshot=graph_snapshot(None), sections=["profiling"],
+                         captured=1.0, profiling={"p1": snap}, backend="ezmsg", server_label="ezmsg 3.9.0")
+    assert doc["backend"] == "ezmsg" and doc["server"]["label"] == "ezmsg 3.9.0"
+    pub, sub = doc["profiling"]["p1"]["publishers"][0], doc["profiling"]["p1"]["subscribers"][0]
+    assert pub["messages_published_total"] == 10 and pub["publish_rate_hz_window"] == 20.0  # measured: kept
+    assert pub["bytes_published_total"] is None and pub["backpressure_waits_total"] is None
+    assert pub["shm_links"] is None and pub["fanout"] is None
+    assert sub["messages_received_total"] == 10 and sub["channel_kind_last"] == "SHM"
+    assert sub["bytes_received_total"] is None and sub["drops_total"] is None and sub["queue_depth"] is None
+    assert sub["latency_ns"] is None and sub["handler_ns"] is None  # nothing traced: no percentiles
+    row = next(csv.DictReader(io.StringIO(table_csv(doc, "subscribers"))))
+    assert row["messages_received_total"] == "10" and row["bytes_received_total"] == "" and row["drops_total"] == ""
+    native = document()["profiling"]["p1"]["publishers"][0]
+    assert native["bytes_published_total"] == 100 and native["backpressure_waits_total"] == 0  # real zeros stay
+
+
 def test_document_shape():
     doc = document()
     assert doc["schema"] == SCHEMA == "ezmsg-console.snapshot/1"
     assert doc["captured"] == {"epoch": 1_700_000_000.25, "iso": "2023-11-14T22:13:20.250+00:00"}
-    assert doc["server"] == {"id": "srv", "epoch": "ep", "topology_seq": 7}
+    assert doc["server"] == {"id": "srv", "epoch": "ep", "topology_seq": 7, "label": "native"}
+    assert doc["backend"] == "native"
     assert doc["sections"] == ["processes", "profiling", "settings", "topology"]
     assert [s["session_id"] for s in doc["topology"]["sessions"]] == ["s1"]  # not the collecting session
     assert {"from": "A/SRC/OUT", "to": "A/MID/IN", "owners": ["s1"]} in doc["topology"]["edges"]

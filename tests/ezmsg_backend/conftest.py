@@ -376,3 +376,21 @@ async def ezmsg_pipeline(ezmsg_server: EzmsgServer, tmp_path: Path) -> AsyncIter
         yield pipeline
     finally:
         await asyncio.to_thread(pipeline.stop)
+
+
+@pytest.fixture(scope="module")
+def shared_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EzmsgPipeline]:
+    """An ezmsg GraphServer and the demo pipeline for a whole module (tests that only read, or
+    that read the current values before changing them)."""
+    folder = tmp_path_factory.mktemp("ezmsg")
+    server = EzmsgServer(folder / "ezmsg-server.log")
+    try:
+        server.start()
+        pipeline = EzmsgPipeline(server, folder / "ezmsg-demo.log")
+        try:
+            asyncio.run(pipeline.wait_ready())
+            yield pipeline
+        finally:
+            pipeline.stop()
+    finally:
+        server.close()

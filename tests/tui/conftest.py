@@ -43,9 +43,10 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], what: str, timeo
 
 @contextlib.asynccontextmanager
 async def open_console(address: Any, *, read_only: bool = False, profiling_interval: float = 0.5,
-                       embedded: Any = None, export_dir: Any = ".") -> AsyncIterator[tuple[ConsoleApp, Any]]:
+                       embedded: Any = None, export_dir: Any = ".", backend: str | None = "native"
+                       ) -> AsyncIterator[tuple[ConsoleApp, Any]]:
     """A real ConsoleApp on ``address`` at 120x40, connected and drawn once; shut down on exit."""
-    monitor = GraphMonitor(address, profiling_interval=profiling_interval, timeout=TIMEOUT)
+    monitor = GraphMonitor(address, profiling_interval=profiling_interval, timeout=TIMEOUT, backend=backend)
     app = ConsoleApp(monitor, embedded=embedded, read_only=read_only, export_dir=export_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: monitor.state.conn_state is ConnState.CONNECTED

@@ -88,3 +88,10 @@ async def test_enter_drills_into_units_then_to_settings(console: Any) -> None:
         assert app.query_one(TabbedContent).active == "settings"
         await pilot.press("4")
         assert pane.processes.has_focus_within or pane.units.has_focus_within
+
+
+def test_stats_a_backend_cannot_tell_read_n_a() -> None:
+    proc = ProcessInfo("dddddd444", 13, "elsewhere", ("U/D",), 0.0)
+    snap = GraphSnapshot("s", "e", 1, 0.0, {}, (), (), (proc,))
+    rows = process_rows(snap, {"dddddd444": {"pid": 13, "ping_ms": 2.0, "timestamp": 100.0}}, {}, now=101.0)
+    assert [c.text.plain for c in rows["dddddd444"]][4:] == ["n/a", "n/a", "n/a", "2.00 ms", "● ok"]

@@ -135,3 +135,26 @@ def test_detail_lines_have_sparklines_and_the_trace_state() -> None:
     assert "◉ on, 42 s left" in pr.trace_status(True, 41.6, 7, False).plain
     assert "read-only" in pr.trace_status(False, 0, 0, True).plain
     assert "TIMEOUT" in pr.error_detail(ProfilingError(PID, "TIMEOUT", "late"))[0].plain
+
+
+def test_what_a_backend_does_not_measure_reads_n_a_and_sorts_as_none() -> None:
+    import dataclasses
+
+    unmeasured = ("bytes", "backpressure", "drops", "queue", "links", "histograms", "latency")
+    pub, sub = _pub(), _sub()
+    snap = dataclasses.replace(_snap((pub,), (sub,)), unmeasured=unmeasured)
+    cols = [c[0] for c in pr.PUB_COLUMNS]
+    row = dict(zip(cols, (v.text.plain for v in pr.publisher_row(pub, snap, None, ()))))
+    assert row["rate"] == "50" and row["inflight"] == "0/32"  # measured: shown
+    assert [row[k] for k in ("chan", "bytes", "waits", "subs")] == ["n/a"] * 4
+    cols = [c[0] for c in pr.SUB_COLUMNS]
+    row = dict(zip(cols, (v.text.plain for v in pr.subscriber_row(sub, snap, None, ()))))
+    assert row["chan"] == "SHM" and [row[k] for k in ("bytes", "queue", "drops", "latency")] == ["n/a"] * 4
+    assert row["handler"] == "-"  # from trace samples: none yet
+    record = ("sub", sub, snap, None, False)
+    assert pr.record_sort_value(record, cols.index("drops")) is None
+    assert pr.record_sort_value(record, cols.index("rate")) == 50.0
+    detail = "\n".join(t.plain for t in pr.endpoint_detail(snap, sub, [1.0, 2.0], []))
+    assert "handler n/a until traced" in detail and "latency n/a" in detail and "drops n/a" in detail
+    native = dict(zip(cols, (v.text.plain for v in pr.subscriber_row(sub, _snap((), (sub,)), None, ()))))
+    assert native["drops"] == "0" and native["queue"] == "0"  # measured zeros stay zeros
