@@ -38,6 +38,28 @@ async def _until(pilot: Any, predicate: Callable[[], bool], what: str, timeout: 
         await pilot.pause(0.05)
 
 
+def _shooter(app: ConsoleApp, out: Path, saved: list[Path]) -> Callable[[str], None]:
+    """``shot(name)`` saves the app's screen as ``out/name.svg`` and records it in ``saved``."""
+    def shot(name: str) -> None:
+        path = out / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(out))
+        saved.append(path)
+        print(f"  {path}", flush=True)
+    return shot
+
+
+async def _warm_up_and_trace(pilot: Any, monitor: GraphMonitor, histories: int) -> str | None:
+    """Wait for live data, let a few windows pass, and trace DEMO/FILTER/INPUT (its endpoint id)."""
+    await _until(pilot, lambda: monitor.state.conn_state is ConnState.CONNECTED
+                 and len(monitor.state.rate_history) >= histories, "live data")
+    await pilot.pause(WARM_UP_S)
+    filter_input = next((s.endpoint_id for p in monitor.state.profiling.values()
+                         for s in getattr(p, "subscribers", ()) if s.topic == "DEMO/FILTER/INPUT"), None)
+    if filter_input is not None:
+        await monitor.set_trace(filter_input, True, ttl_seconds=60)
+    return filter_input
+
+
 async def take(out: Path, size: tuple[int, int]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     demo = EmbeddedDemo("127.0.0.1:0")
@@ -45,23 +67,10 @@ async def take(out: Path, size: tuple[int, int]) -> list[Path]:
     monitor = GraphMonitor(address, profiling_interval=0.5)
     app = ConsoleApp(monitor, embedded=demo)
     saved: list[Path] = []
-
-    def shot(name: str) -> None:
-        path = out / f"{name}.svg"
-        app.save_screenshot(filename=path.name, path=str(out))
-        saved.append(path)
-        print(f"  {path}", flush=True)
-
+    shot = _shooter(app, out, saved)
     try:
         async with app.run_test(size=size) as pilot:
-            await _until(pilot, lambda: monitor.state.conn_state is ConnState.CONNECTED
-                         and len(monitor.state.rate_history) >= 6, "live data")
-            await pilot.pause(WARM_UP_S)
-            # Trace the filter's input so the profiling tab shows streamed samples.
-            filter_input = next((s.endpoint_id for p in monitor.state.profiling.values()
-                                 for s in getattr(p, "subscribers", ()) if s.topic == "DEMO/FILTER/INPUT"), None)
-            if filter_input is not None:
-                await monitor.set_trace(filter_input, True, ttl_seconds=60)
+            filter_input = await _warm_up_and_trace(pilot, monitor, 6)  # the profiling tab shows samples
 
             await pilot.press("1")
             app.show_tab("settings", "DEMO/FILTER")
@@ -120,21 +129,10 @@ async def take_ezmsg(out: Path, size: tuple[int, int]) -> list[Path]:
     monitor = GraphMonitor(address, profiling_interval=0.5, backend="ezmsg", version=demo.version)
     app = ConsoleApp(monitor, embedded=demo)
     saved: list[Path] = []
-
-    def shot(name: str) -> None:
-        app.save_screenshot(filename=f"{name}.svg", path=str(out))
-        saved.append(out / f"{name}.svg")
-        print(f"  {out / f'{name}.svg'}", flush=True)
-
+    shot = _shooter(app, out, saved)
     try:
         async with app.run_test(size=size) as pilot:
-            await _until(pilot, lambda: monitor.state.conn_state is ConnState.CONNECTED
-                         and len(monitor.state.rate_history) >= 4, "live data")
-            await pilot.pause(WARM_UP_S)
-            filter_input = next((s.endpoint_id for p in monitor.state.profiling.values()
-                                 for s in getattr(p, "subscribers", ()) if s.topic == "DEMO/FILTER/INPUT"), None)
-            if filter_input is not None:
-                await monitor.set_trace(filter_input, True, ttl_seconds=60)
+            filter_input = await _warm_up_and_trace(pilot, monitor, 4)
             await pilot.press("1")
             app.show_tab("settings", "DEMO/GEN")
             await pilot.pause(0.5)
