@@ -395,15 +395,3 @@ def _decode_payload(tp: type[T], response: ProcessControlResponse, unit_address:
             {**exc.details, "error_code": ErrorCode.INVALID_RESPONSE.value, "process_id": response.process_id,
              "unit_address": unit_address},
         ) from None
-
-
-async def server_answers(address: Address, token: str | None, timeout: float = 1.0) -> bool:
-    """Whether a GraphServer answers at ``address`` (one that refuses our token still answers:
-    the caller reports that when it really connects)."""
-    try:
-        async with GraphContext(address, token=token, timeout=timeout, name="ezmsg-console probe"):
-            return True
-    except (ServerUnreachable, OSError, asyncio.TimeoutError, TimeoutError):
-        return False
-    except ConsoleError:
-        return True

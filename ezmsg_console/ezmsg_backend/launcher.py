@@ -69,14 +69,33 @@ def _stop_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 
 
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT ``proc``'s process group, SIGKILL it after :data:`STOP_GRACE`, and reap ``proc``."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_GRACE)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # any worker left in the group
+
+
 class EzmsgDemo:
-    """The ezmsg demo: ``start()`` returns the address of its (upstream) GraphServer."""
+    """An ezmsg GraphServer and a pipeline on it (by default the ezmsg demo): ``start()`` returns
+    the server's address once every unit in ``units`` runs."""
 
     backend = Backend.EZMSG
     LABEL = "ezmsg demo"  # what the console header calls it
 
-    def __init__(self, address: Address | None = None) -> None:
+    def __init__(self, address: Address | None = None, *, pipeline: list[str] | None = None,
+                 units: tuple[str, ...] = DEMO_UNITS) -> None:
+        """``pipeline``: the command that runs the pipeline (``--address HOST:PORT`` is appended;
+        default the ezmsg demo); ``units``: the addresses that must be running before ``start`` returns."""
         self.requested = address
+        self.pipeline_argv = pipeline or [sys.executable, "-m", "ezmsg_console.ezmsg_backend.demo"]
+        self.units = units
         self.address: Address | None = None
         self.version = ""
         self.server: subprocess.Popen[bytes] | None = None
@@ -90,8 +109,7 @@ class EzmsgDemo:
         try:
             self._start_server(deadline)
             assert self.address is not None
-            self.pipeline = self._spawn([sys.executable, "-m", "ezmsg_console.ezmsg_backend.demo",
-                                         "--address", str(self.address)])
+            self.pipeline = self._spawn([*self.pipeline_argv, "--address", str(self.address)])
             asyncio.run(self._wait_owned(deadline))
         except BaseException:
             self.stop()
@@ -110,7 +128,7 @@ class EzmsgDemo:
                     self.address, self.version = address, found.version
                     return
                 time.sleep(POLL)
-            self._stop_one(self.server)  # the port was taken meanwhile, or it never answered
+            stop_process_group(self.server)  # the port was taken meanwhile, or it never answered
             self.server = None
             if time.monotonic() >= deadline:
                 break
@@ -136,7 +154,7 @@ class EzmsgDemo:
                                      f"({self.output_tail()})")
                 snap = await source.snapshot()
                 owned = {u for p in snap.processes for u in p.units}
-                if set(DEMO_UNITS) <= owned:
+                if set(self.units) <= owned:
                     return
                 if time.monotonic() >= deadline:
                     raise DemoFailed(f"the ezmsg demo pipeline did not start within the deadline "
@@ -154,22 +172,10 @@ class EzmsgDemo:
         """Stop the pipeline, then the server (idempotent)."""
         for proc in (self.pipeline, self.server):
             if proc is not None:
-                self._stop_one(proc)
+                stop_process_group(proc)
         self.pipeline = self.server = None
         with contextlib.suppress(OSError):
             self._log.close()
-
-    @staticmethod
-    def _stop_one(proc: subprocess.Popen[bytes]) -> None:
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(STOP_GRACE)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # any worker left in the group
 
     def output_tail(self, limit: int = 400) -> str:
         """The last lines the server and pipeline printed (for an error message)."""
