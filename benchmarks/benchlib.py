@@ -54,6 +54,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_cpu() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine so far (/proc/stat), None off Linux.
+    Busy excludes steal: steal is time a virtual CPU wanted to run but the hypervisor ran
+    something else, which shows up as stalls nobody on this machine caused."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / tick, (f[7] if len(f) > 7 else 0) / tick
+
+
 def emit(obj: dict) -> None:
     """A child's event line to the parent."""
     sys.stdout.write(json.dumps(obj) + "\n")

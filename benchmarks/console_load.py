@@ -14,9 +14,12 @@ poll. Reported:
   life is the network decode of the same data);
 - draw time per update: the app's redraw (every tab's refresh_view, the live
   tables' in-place updates), p50/p99;
-- frame time: the redraw plus the next screen render Textual does for it,
-  p50/p99 (measured from the redraw's start to the end of the compositor's
-  next update of the screen).
+- frame time: the redraw plus the screen render Textual does for it, p50/p99
+  (from the redraw's start until Textual runs its after-refresh callbacks: after
+  the repaint, or at once if the redraw changed nothing on screen);
+- stall diagnosis: the machine's busy and steal time (/proc/stat), the garbage
+  collector's pauses, and for frames over 50 ms how much of their time this
+  process was running (wall >> CPU: it was not scheduled).
 
 Targets (issue 6): under 25 % of one core, frame p99 under 50 ms.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import platform
@@ -36,7 +40,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchlib import cpu_model  # noqa: E402
+from benchlib import cpu_model, machine_cpu  # noqa: E402
 
 from ezmsg_console.client.monitor import ConnState, GraphMonitor  # noqa: E402
 from ezmsg_console.profiling.histogram import EDGES_NS, Histogram  # noqa: E402
@@ -131,35 +135,42 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+SLOW_FRAME_S = 0.050
+
+
 async def measure(app: ConsoleApp, args: argparse.Namespace, ready: Any = None) -> dict[str, Any]:
     """Run ``app`` headless on the Profiling tab: ``args.warmup`` s unmeasured (after ``ready()``
     holds, if given), then ``args.seconds`` s measured. CPU is this whole process's."""
     monitor = app.monitor
     draws: list[float] = []
     frames: list[float] = []
-    pending_frame: list[float] = []
+    frame_cpu: list[float] = []  # this process's CPU time during each frame (stall diagnosis)
+    gc_pauses: list[float] = []
+    gc_start: list[float] = []
     original_draw = app._draw
 
     def timed_draw() -> None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         original_draw()
         draws.append(time.perf_counter() - start)
-        pending_frame.append(start)
+        # A frame ends when the screen shows the redraw: Textual runs after-refresh callbacks once
+        # the repaint is done, or at once when the redraw changed nothing on screen (then there is
+        # no compositor update to wait for: timing to the next one would count the idle time).
+        app.call_after_refresh(shown, start, cpu_start)
+
+    def shown(start: float, cpu_start: float) -> None:
+        frames.append(time.perf_counter() - start)
+        frame_cpu.append(time.process_time() - cpu_start)
+
+    def gc_timer(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_start[:] = [time.perf_counter()]
+        elif gc_start:
+            gc_pauses.append(time.perf_counter() - gc_start.pop())
 
     app._draw = timed_draw  # type: ignore[method-assign]
 
     async with app.run_test(size=(args.cols, args.rows)) as pilot:
-        screen = app.main
-        original_refresh = screen._compositor.render_update
-
-        def timed_render(*a: Any, **kw: Any) -> Any:
-            result = original_refresh(*a, **kw)
-            if pending_frame:
-                frames.append(time.perf_counter() - pending_frame.pop(0))
-                pending_frame.clear()
-            return result
-
-        screen._compositor.render_update = timed_render  # type: ignore[method-assign]
         await pilot.pause(0.5)  # let the app finish mounting before the first key
         if ready is not None:
             deadline = time.monotonic() + 60.0
@@ -176,16 +187,22 @@ async def measure(app: ConsoleApp, args: argparse.Namespace, ready: Any = None) 
             raise RuntimeError("could not switch to the Profiling tab")
         draws.clear()
         frames.clear()
-        cpu0, wall0 = time.process_time(), time.monotonic()
+        frame_cpu.clear()
+        gc.callbacks.append(gc_timer)
+        cpu0, wall0, machine0 = time.process_time(), time.monotonic(), machine_cpu()
         feed0, upd0 = getattr(monitor, "feed_seconds", 0.0), getattr(monitor, "updates", 0)
         await pilot.pause(args.seconds)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        gc.callbacks.remove(gc_timer)
+        machine1 = machine_cpu()
+        busy, steal = ((100.0 * (b - a) / wall for a, b in zip(machine0, machine1))
+                       if machine0 and machine1 else (None, None))
         feed = getattr(monitor, "feed_seconds", 0.0) - feed0
         updates = getattr(monitor, "updates", 0) - upd0
         rows = len(app.main.query_one("#pane-profiling").query("LiveTable").first().shown_keys)
         await app.shutdown()
     return {"cpu": cpu, "wall": wall, "feed": feed, "updates": updates, "draws": draws, "frames": frames,
-            "rows": rows}
+            "frame_cpu": frame_cpu, "gc_pauses": gc_pauses, "machine_busy": busy, "steal": steal, "rows": rows}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,6 +223,15 @@ def report(r: dict[str, Any], console_cpu: float, rows: list[tuple[str, str]]) -
         print(f"{name:42} {value}")
     print(f"{'draw time p50 / p99 (ms)':42} {d50:>5.1f} / {d99:<5.1f}")
     print(f"{'frame time p50 / p99 (ms)':42} {f50:>5.1f} / {f99:<5.1f}")
+    if r.get("steal") is not None:
+        print(f"{'machine: busy / steal (% of one CPU)':42} {r['machine_busy']:>5.0f} / {r['steal']:<5.0f}")
+    slow = [(f, c) for f, c in zip(r["frames"], r["frame_cpu"]) if f > SLOW_FRAME_S]
+    gc_max = 1000 * max(r["gc_pauses"], default=0.0)
+    print(f"{'GC pauses: count, longest (ms)':42} {len(r['gc_pauses']):>5d} / {gc_max:<5.1f}")
+    if slow:  # a slow frame with little CPU of ours: the process was not running (scheduler, steal)
+        worst, worst_cpu = max(slow)
+        print(f"{'frames over 50 ms; worst: wall / our CPU (ms)':42} {len(slow):>3d}; {1000 * worst:.0f} / "
+              f"{1000 * worst_cpu:.0f}")
     print()
     print(f"target: console CPU < 25 % of one core: {'met' if console_cpu < 25.0 else 'NOT met'} "
           f"({console_cpu:.1f} %)")

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from textual.widgets import OptionList, Switch
+
 from ezmsg_console.client.monitor import ConnState
+from ezmsg_console.protocol.errors import PermissionDenied
 from ezmsg_console.tui.editor import EditorScreen
 from ezmsg_console.tui.header import header_text
 from ezmsg_console.tui.processes import ProcessesPane
@@ -152,3 +155,103 @@ async def test_the_console_reconnects_after_the_ezmsg_server_restarts(ezmsg_pipe
                          and app.monitor.state.server_epoch != epoch, "connected to the new server",
                          timeout=3 * TIMEOUT)
         assert "connected" in _header(app) and "STALE" not in _header(app)
+
+
+async def _open_field(app: Any, pilot: Any, component: str, path: str) -> SettingsPane:
+    """Keyboard only: the Settings tab, the component, enter (to its fields), the field."""
+    pane = app.query_one(SettingsPane)
+    components, fields = pane.table("components"), pane.table("fields")
+    await wait_until(pilot, lambda: component in components.shown_keys, f"{component} listed")
+    await pilot.press("1", "g", *["j"] * components.shown_keys.index(component), "enter")
+    assert pane.selected == component
+    await _to(pilot, fields, path)
+    return pane
+
+
+def _value(app: Any, component: str, path: str) -> Any:
+    value = app.monitor.state.settings[component].value.structured_value
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def _status(pane: SettingsPane) -> str:
+    return str(pane.query_one("#settings-status").render())
+
+
+async def test_editors_follow_the_upstream_schema(shared_pipeline: Any) -> None:
+    """Literal -> a list of its choices, bool -> a switch, a nested dataclass field -> its own
+    bounds; a unit without INPUT_SETTINGS cannot be edited, and says why."""
+    async with console(shared_pipeline) as (app, pilot):
+        pane = await _open_field(app, pilot, GEN, "waveform")
+        before = _value(app, GEN, "waveform")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the waveform editor")
+        options = app.screen.query_one("#value", OptionList)
+        choices = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert choices == ["sine", "square", "noise"] and choices[options.highlighted or 0] == before
+        new = next(c for c in choices if c != before)
+        while choices[options.highlighted or 0] != new:
+            await pilot.press("down")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: _value(app, GEN, "waveform") == new, "the new waveform from ezmsg")
+        await app.monitor.update_setting(GEN, "waveform", before, record_undo=False)
+        await wait_until(pilot, lambda: _value(app, GEN, "waveform") == before, "the waveform put back")
+
+        await _to(pilot, pane.table("fields"), "enabled")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the enabled editor")
+        assert isinstance(app.screen.query_one("#value"), Switch)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, EditorScreen), "the editor closed")
+
+        pane = await _open_field(app, pilot, "DEMO/FILTER", "window.length")
+        # upstream describes top-level fields only: the nested one is typed from its value, and says so
+        row = pane.table("fields").row_as_dict("window.length")
+        assert row["type"] == "int" and "inferred from the current value" in row["note"]
+        before = _value(app, "DEMO/FILTER", "window.length")
+        new = 7 if before != 7 else 9
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the window.length editor")
+        editor = app.screen
+        await pilot.press("ctrl+u", *"abc")
+        assert editor.reason is not None and "not an integer" in editor.reason  # refused here
+        await pilot.press("enter")
+        assert app.screen is editor
+        await pilot.press("ctrl+u", *str(new), "enter")
+        await wait_until(pilot, lambda: _value(app, "DEMO/FILTER", "window.length") == new, "the nested edit")
+        states = {s.component_address: s for s in await app.monitor.ctx.settings_snapshot()}
+        assert states["DEMO/FILTER"].value.structured_value["window"] == {"length": new, "kind": "hann"}
+        await app.monitor.update_setting("DEMO/FILTER", "window.length", before, record_undo=False)
+        await wait_until(pilot, lambda: _value(app, "DEMO/FILTER", "window.length") == before, "put back")
+
+        pane = await _open_field(app, pilot, "DEMO/STATS", "decimate")
+        await pilot.press("enter")
+        assert not isinstance(app.screen, EditorScreen)
+        assert "no dynamic settings" in _status(pane)
+
+
+async def test_read_only_console_on_ezmsg_sends_nothing(shared_pipeline: Any) -> None:
+    async with console(shared_pipeline, read_only=True) as (app, pilot):
+        assert "READ-ONLY" in str(app.header.render())
+        pane = await _open_field(app, pilot, GEN, "rate_hz")
+        seq = app.monitor.state.settings[GEN].seq
+        await pilot.press("enter", "e")
+        assert not isinstance(app.screen, EditorScreen) and "read-only console" in _status(pane)
+        await pilot.press("u")
+        assert "read-only" in _status(pane) and not app.monitor.undo_stack
+        with pytest.raises(PermissionDenied):
+            await app.monitor.update_setting(GEN, "rate_hz", 33.0)
+
+        await pilot.press("3")
+        profiling = app.query_one(ProfilingPane)
+        await wait_until(pilot, lambda: any(profiling.subscribers.row(k)[1].raw == "DEMO/FILTER/INPUT"  # type: ignore[index]
+                                            for k in profiling.subscribers.shown_keys), "FILTER's input listed")
+        profiling.show("DEMO/FILTER/INPUT")
+        await pilot.press("t")
+        await pilot.pause()
+        assert not app.monitor.state.traced and "read-only" in profiling.detail_plain
+        snap = await app.monitor.ctx.process_profiling_snapshot("DEMO/FILTER")
+        assert snap.trace is None  # nothing reached the pipeline
+        states = {s.component_address: s for s in await app.monitor.ctx.settings_snapshot()}
+        assert app.monitor.state.settings[GEN].seq == seq and states[GEN].value.structured_value["rate_hz"] == _rate(app)
