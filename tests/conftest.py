@@ -24,8 +24,11 @@ from ezmsg_console.protocol.connection import ProtocolConnection, Side
 from ezmsg_console.protocol.wire import Message
 from ezmsg_console.server import GraphServer
 
-TIMEOUT = 10.0
-"""The one deadline every test wait derives from."""
+TIMEOUT_FACTOR = float(os.environ.get("EZMSG_CONSOLE_TEST_TIMEOUT_FACTOR", "1") or 1)
+"""Scales every deadline of the suite (e.g. 3 on a slow or heavily shared machine)."""
+
+TIMEOUT = 10.0 * TIMEOUT_FACTOR
+"""The one deadline every test wait derives from (10 s times the factor)."""
 
 
 def free_port() -> int:

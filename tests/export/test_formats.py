@@ -39,6 +39,8 @@ from ezmsg_console.protocol.settings import SettingsChangedEvent, SettingsEventT
     SettingsState
 from ezmsg_console.settings.values import at_path
 
+from ..conftest import TIMEOUT
+
 SCHEMA_PLAIN = {"provider": "dataclass", "settings_type": "demo.Gain", "fields": [
     {"name": "gain", "kind": "float", "field_type": "builtins.float", "default": 1.0, "bounds": [0.0, 10.0],
      "unit": "x", "read_only": False, "description": "Gain", "choices": None, "fields": []},
@@ -316,5 +318,5 @@ def test_no_textual_import():
 
     code = ("import sys, ezmsg_console.export.commands, ezmsg_console.export.live, ezmsg_console.export.document; "
             "print(any(n == 'textual' or n.startswith('textual.') for n in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3 * TIMEOUT)
     assert out.stdout.strip() == "False", out.stderr

@@ -346,7 +346,7 @@ class EzmsgPipeline:
         """SIGINT the process group, SIGKILL it after a grace period, reap every worker."""
         stop_tree(self.proc, self.processes + _tree(self.proc), signal.SIGINT)
         # The server unlinks a segment once its last lease closes; give it a moment.
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + TIMEOUT / 5
         while ezmsg_shm_segments() - self.shm_before - self.server.shm_before:
             if time.monotonic() > deadline or self.server.proc is None or self.server.proc.poll() is not None:
                 break

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import ezmsg_console
 
+from ..conftest import TIMEOUT
+
 PACKAGE_DIR = Path(ezmsg_console.__file__).resolve().parent
 
 
@@ -31,5 +33,5 @@ def test_the_console_and_cli_load_without_ezmsg() -> None:
     code = ("import sys; import ezmsg_console.cli, ezmsg_console.client.monitor, ezmsg_console.client.source, "
             "ezmsg_console.export.commands, ezmsg_console.ezmsg_backend.translate; "
             "print(sorted(m for m in sys.modules if m == 'ezmsg' or m.startswith('ezmsg.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=6 * TIMEOUT, check=True)
     assert out.stdout.strip() == "[]"

@@ -12,6 +12,8 @@ import pytest
 
 import ezmsg_console
 
+from ..conftest import TIMEOUT
+
 BANNED = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "jsonpickle"}
 PACKAGE_DIR = Path(ezmsg_console.__file__).resolve().parent
 
@@ -88,7 +90,7 @@ def _modules_after(code: str) -> set[str]:
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=6 * TIMEOUT,
         cwd=str(PACKAGE_DIR.parent),
     )
     assert proc.returncode == 0, proc.stderr

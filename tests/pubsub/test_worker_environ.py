@@ -11,6 +11,8 @@ import pytest
 from ezmsg_console.protocol.errors import ConfigurationError
 from ezmsg_console.pubsub.shm import GLIBC_TUNING_ENV, NT_THRESHOLD_ENV, NT_TUNABLE, worker_environ
 
+from ..conftest import TIMEOUT
+
 LD_SO = "/lib64/ld-linux-x86-64.so.2"
 MALLOC = "glibc.malloc.mmap_threshold=0x2000000:glibc.malloc.trim_threshold=0x4000000"
 
@@ -38,7 +40,7 @@ def test_a_users_own_settings_win_and_the_switches_work() -> None:
 def test_glibc_accepts_the_settings() -> None:
     """The dynamic loader of this machine reads the tunables as we write them."""
     out = subprocess.run([LD_SO, "--list-tunables"], env=worker_environ({}), capture_output=True, text=True,
-                         timeout=30)
+                         timeout=3 * TIMEOUT)
     if out.returncode != 0:
         pytest.skip("this glibc cannot list its tunables")
     values = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)

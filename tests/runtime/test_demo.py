@@ -33,7 +33,7 @@ from ezmsg_console.runtime.demo import (
     output_topics,
 )
 
-from ..conftest import free_port
+from ..conftest import TIMEOUT, free_port
 
 FS = 1000.0
 SHM_DIR = "/dev/shm"
@@ -241,7 +241,7 @@ def test_demo_headless_runs_reports_and_cleans_up(monkeypatch):
          "--address", f"127.0.0.1:{free_port()}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers: dict[int, psutil.Process] = {}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 6 * TIMEOUT
     try:
         parent = psutil.Process(proc.pid)
         while proc.poll() is None and time.monotonic() < deadline:
@@ -256,7 +256,7 @@ def test_demo_headless_runs_reports_and_cleans_up(monkeypatch):
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=10)
+            proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     table = parse_table(out)
@@ -270,6 +270,6 @@ def test_demo_headless_runs_reports_and_cleans_up(monkeypatch):
 
 def test_demo_without_headless_is_not_available_yet():
     result = subprocess.run([sys.executable, "-m", "ezmsg_console", "demo"], capture_output=True, text=True,
-                            timeout=30)
+                            timeout=3 * TIMEOUT)
     assert result.returncode == 2
     assert "--headless" in result.stderr and len(result.stderr.strip().splitlines()) == 1

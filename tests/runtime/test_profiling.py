@@ -83,7 +83,7 @@ async def running(address: Any) -> AsyncIterator[Rig]:
     finally:
         await ctx.close()
         runner.request_stop("test done")
-        result = await asyncio.wait_for(task, 30)
+        result = await asyncio.wait_for(task, 3 * TIMEOUT)
     assert result.ok, result.errors
     assert shm.ours(runner.run_tag + "_") == []
 
@@ -388,7 +388,7 @@ async def test_every_topic_of_the_demo_shows_rates_bytes_and_percentiles() -> No
             seen = await asyncio.wait_for(poll(), 30)
     finally:
         runner.request_stop("test done")
-        result = await asyncio.wait_for(task, 30)
+        result = await asyncio.wait_for(task, 3 * TIMEOUT)
         server.stop_thread()
     assert result.ok, result.errors
     assert {p.topic for p in seen["pubs"]} == {"DEMO/SOURCE/OUTPUT", "DEMO/FILTER/OUTPUT", "DEMO/FEATURES/OUTPUT"}

@@ -185,7 +185,7 @@ async def running_rig(address: Any) -> AsyncIterator[RigHandle]:
             await close_output(host, conn)
         await ctx.close()
         runner.request_stop("test done")
-        result = await asyncio.wait_for(task, 30)
+        result = await asyncio.wait_for(task, 3 * TIMEOUT)
     assert result.ok, result.errors
     assert result.reason == "test done"
     assert result.exit_codes == {"RIG/FIXED": 0, "RIG/SOURCE": 0, "RIG/TUNE": 0}
@@ -686,7 +686,7 @@ async def test_killed_owner_reverts_settings_to_initial_value(server: GraphServe
             await close_output(host, conn)
         if not killed:
             runner.request_stop("the test failed early")
-        result = await asyncio.wait_for(task, 30)  # after the kill, the run stops by itself
+        result = await asyncio.wait_for(task, 3 * TIMEOUT)  # after the kill, the run stops by itself
     # the run ends as failed, naming the killed worker (run() would raise RunError for it)
     assert not result.ok and result.reason == "worker RIG/TUNE failed"
     assert result.errors == [{"group": TUNE, "unit": None, "error": "worker RIG/TUNE exited with code -9"}]

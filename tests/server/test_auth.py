@@ -8,6 +8,8 @@ from ezmsg_console.protocol import messages as m
 from ezmsg_console.protocol.errors import AuthError, AuthRequired, ConfigurationError, VersionMismatch
 from ezmsg_console.server import GraphServer
 
+from ..conftest import TIMEOUT
+
 TOKEN = "correct horse battery staple"
 
 
@@ -94,7 +96,7 @@ async def test_client_side_version_check(serve_process, monkeypatch):
     from ezmsg_console.client import GraphContext
 
     with pytest.raises(VersionMismatch) as info:
-        async with GraphContext(address, timeout=10):
+        async with GraphContext(address, timeout=TIMEOUT):
             pass
     assert f"client speaks {m.PROTOCOL_VERSION}" in str(info.value)
     assert f"server speaks {m.PROTOCOL_VERSION - 1}" in str(info.value)

@@ -13,6 +13,7 @@ from ezmsg_console.tui.header import ConsoleHeader
 from ezmsg_console.tui.help import HelpScreen
 
 from ..demo import running_demo
+from ..conftest import TIMEOUT
 from .conftest import wait_until
 
 
@@ -65,7 +66,6 @@ async def test_server_loss_shows_reconnecting_and_the_console_recovers() -> None
     from ezmsg_console.server import GraphServer
     from ezmsg_console.tui.app import ConsoleApp
 
-    from ..conftest import TIMEOUT
 
     first = GraphServer("127.0.0.1:0")
     address = first.start_in_thread(TIMEOUT)
@@ -125,9 +125,9 @@ async def test_quit_stops_the_embedded_demo_and_its_tracing(own_demo: Any) -> No
             # The quit worker clears ``embedded`` before the demo has stopped and only then calls
             # ``exit(0)``: wait for the exit itself, or leaving ``run_test`` cancels the worker.
             await wait_until(pilot, lambda: app.return_value is not None, "the console stopping the demo",
-                             timeout=30)
+                             timeout=3 * TIMEOUT)
         assert tracer_was_on and not monitor.state.traced
         assert app.return_value == 0 and app.embedded is None
-        gone, alive = psutil.wait_procs(workers, timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=TIMEOUT)
         assert not alive, f"workers still running: {alive}"
         assert shm.ours(run_tag + "_") == []
