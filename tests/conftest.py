@@ -246,3 +246,29 @@ async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT, wh
         await asyncio.wait_for(poll(), timeout)
     except (TimeoutError, asyncio.TimeoutError):
         raise AssertionError(f"{what} did not become true within {timeout} s") from None
+
+
+async def snapshot_when(ctx: GraphContext, ok: Callable[[Any], bool], what: str, *, timeout: float = TIMEOUT,
+                        run: asyncio.Future[Any] | None = None) -> Any:
+    """The first graph snapshot for which ``ok(snapshot)`` holds, checked now and again after
+    each topology event (a process claiming units is one): awaited, not polled. Fails at once
+    if ``run`` (the pipeline's task) ends first, with what it ended with."""
+    async def wait() -> Any:
+        async with ctx.subscribe_topology_events(after_seq=None) as events:  # before the first look
+            while True:
+                snap = await ctx.snapshot()
+                if ok(snap):
+                    return snap
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(events.next(timeout=None))}
+                if run is not None:
+                    waits.add(run)
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for fut in waits - {run}:
+                    fut.cancel()
+                if run is not None and run in done:
+                    raise AssertionError(f"the run ended before {what}: "
+                                         f"{run.exception() or run.result()!r}")
+    try:
+        return await asyncio.wait_for(wait(), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise AssertionError(f"{what} did not happen within {timeout} s") from None

@@ -37,7 +37,7 @@ from ezmsg_console.pubsub import payload, shm
 from ezmsg_console.runtime.runner import Runner
 from ezmsg_console.server import GraphServer
 
-from ..conftest import TIMEOUT
+from ..conftest import TIMEOUT, snapshot_when
 from .conftest import threaded_server
 from .profiled import WIDTH, ProfRig
 
@@ -65,17 +65,12 @@ async def running(address: Any) -> AsyncIterator[Rig]:
     try:
         await ctx.open()
 
-        async def units_up() -> dict[str, int]:
-            while True:
-                if task.done():
-                    raise AssertionError(f"the run ended early: {task.result()!r}")
-                snap = await ctx.snapshot()
-                pids = {u: p.pid for p in snap.processes for u in p.units if p.pid}
-                if {TRIG, TICK, FAST, SLOW, LEAKY, TSINK} <= set(pids):
-                    return pids
-                await asyncio.sleep(0.02)
+        def owners(snap: Any) -> dict[str, int]:
+            return {u: p.pid for p in snap.processes for u in p.units if p.pid}
 
-        pids = await asyncio.wait_for(units_up(), TIMEOUT)
+        snap = await snapshot_when(ctx, lambda s: {TRIG, TICK, FAST, SLOW, LEAKY, TSINK} <= set(owners(s)),
+                                   "every unit owned", run=task)
+        pids = owners(snap)
         # A unit is claimed before its endpoints exist: a snapshot may not list TSINK/INPUT yet.
         await until(ctx, TSINK, lambda s: any(e.topic == f"{TSINK}/INPUT" and e.messages_received_total > 0
                                               for e in s.subscribers), "TICK traffic")

@@ -10,7 +10,7 @@ from ezmsg_console.client import GraphContext
 from ezmsg_console.protocol.errors import ConsoleError
 from ezmsg_console.runtime.runner import Runner
 
-from ..conftest import TIMEOUT, free_port
+from ..conftest import TIMEOUT, free_port, snapshot_when
 from .units import CollectSettings, CountSettings, GainSettings, Pipeline
 
 
@@ -27,10 +27,8 @@ async def test_workers_rejoin_a_restarted_server_without_losing_data(no_leaks, t
     run = asyncio.ensure_future(runner.run())
     try:
         async with GraphContext(address, timeout=TIMEOUT) as ctx:
-            async def running() -> None:
-                while len([p for p in (await ctx.snapshot()).processes if p.units]) < 3:
-                    await asyncio.sleep(0.05)
-            await asyncio.wait_for(running(), TIMEOUT)
+            await snapshot_when(ctx, lambda s: len([p for p in s.processes if p.units]) >= 3,
+                                "three workers with units", run=run)
             await ctx.update_setting("SYS/GAIN", "gain", 5.0)
             old_epoch = ctx.server_epoch
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL

@@ -45,7 +45,7 @@ from ezmsg_console.runtime.runner import Runner
 from ezmsg_console.server import GraphServer
 from ezmsg_console.settings.values import to_plain
 
-from ..conftest import TIMEOUT, eventually
+from ..conftest import TIMEOUT, eventually, snapshot_when
 from .conftest import threaded_server
 from .tunable import RIG_LABEL, Mode, NestedSettings, Rig, TunableSettings
 
@@ -96,15 +96,10 @@ async def owners_of(ctx: GraphContext) -> dict[str, tuple[str, int | None]]:
 
 async def wait_for_units(ctx: GraphContext, task: asyncio.Future[Any]) -> None:
     """Until every unit of the rig is owned by a process (fails at once if the run ended)."""
-    async def poll() -> None:
-        while True:
-            if task.done():
-                raise AssertionError(f"the run ended early: {task.result()!r}")
-            owners = await owners_of(ctx)
-            if set(owners) >= UNITS and len({process for process, _ in owners.values()}) == 3:
-                return
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(poll(), TIMEOUT)
+    def ok(snap: Any) -> bool:
+        owners = {unit: p.process_id for p in snap.processes for unit in p.units}
+        return set(owners) >= UNITS and len(set(owners.values())) == 3
+    await snapshot_when(ctx, ok, "every unit of the rig owned", run=task)
 
 
 async def open_output(address: Any) -> tuple[EndpointHost, ClientConnection, Subscriber]:

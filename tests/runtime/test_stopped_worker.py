@@ -9,7 +9,7 @@ import signal
 from ezmsg_console.client import GraphContext
 from ezmsg_console.runtime.runner import Runner
 
-from ..conftest import TIMEOUT
+from ..conftest import TIMEOUT, snapshot_when
 from .units import Endless
 
 
@@ -20,13 +20,9 @@ async def test_requests_to_a_stopped_worker_do_not_hold_up_others(no_leaks, serv
     stopped_pid = None
     try:
         async with GraphContext(address, timeout=TIMEOUT) as ctx, GraphContext(address, timeout=TIMEOUT) as other:
-            async def running() -> dict[str, int]:
-                while True:
-                    owners = {u: p.pid for p in (await ctx.snapshot()).processes for u in p.units}
-                    if len(owners) == 2:
-                        return owners  # type: ignore[return-value]
-                    await asyncio.sleep(0.05)
-            pids = await asyncio.wait_for(running(), TIMEOUT)
+            snap = await snapshot_when(ctx, lambda s: sum(len(p.units) for p in s.processes) == 2,
+                                       "both units owned", run=run)
+            pids = {u: p.pid for p in snap.processes for u in p.units}
             stopped_pid = pids["SYS/SOURCE"]
             os.kill(stopped_pid, signal.SIGSTOP)
             big = b"\x00" * (4 * 1024 * 1024)  # queued to a process that reads nothing
