@@ -80,7 +80,8 @@ from typing import Any
 
 from ezmsg_console.runtime.loop import LOOP_ENV, loop_choice, loop_name, run_loop
 
-from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, finish_run, run_parent, spawn
+from benchlib import (KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, finish_run, run_parent,
+                      spawn)
 
 
 def sweep_run(run_tag: str) -> None:
@@ -642,7 +643,8 @@ def parent_main(args: argparse.Namespace) -> int:
           f"{'zero_copy=False (copied on arrival)' if args.copy_out else 'zero_copy'} recv_delivery()+done()")
     ours_env = dict(os.environ) if args.glibc_default else shm_mod.worker_environ(os.environ)
     print(f"  glibc    ours: GLIBC_TUNABLES={ours_env.get('GLIBC_TUNABLES', '(default)')} "
-          f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
+          f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); "
+          f"upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
     print(f"  loop     ours: children run {LOOP_ENV}={loop_choice()} as run() workers do (uvloop "
           f"{'installed' if importlib.util.find_spec('uvloop') else 'not installed'}; each case reports its loop)")
     if args.profile:
@@ -712,7 +714,8 @@ def parent_main(args: argparse.Namespace) -> int:
     ours_wall = time.monotonic() - t_start
     ours_cpu = time.process_time() - cpu_start
 
-    print(f"  {'ours + upstream cases' if interleave else 'ours'} took {ours_wall:.1f}s; this process (GraphServer thread + orchestration) used "
+    print(f"  {'ours + upstream cases' if interleave else 'ours'} took {ours_wall:.1f}s; "
+          "this process (GraphServer thread + orchestration) used "
           f"{ours_cpu:.1f}s CPU", flush=True)
     print()
     if interleave:

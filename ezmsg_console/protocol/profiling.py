@@ -220,7 +220,7 @@ class ProfilingTraceBatch:
                   timestamp_wall_s: float, gap_from: int | None, gap_to: int | None, endpoints: tuple[str, ...],
                   topics: tuple[str, ...], metrics: tuple[str, ...], channels: tuple[str, ...], timestamps: bytes,
                   values: bytes, seqs: bytes, endpoint_index: bytes, metric_index: bytes,
-                  channel_index: bytes) -> "ProfilingTraceBatch":
+                  channel_index: bytes) -> ProfilingTraceBatch:
         """Build from columns its producer already knows to be consistent (no O(n) index check)."""
         self = object.__new__(cls)
         setattr_ = object.__setattr__

@@ -129,7 +129,7 @@ class SyntheticSource(Unit):
 
     @publisher(OUTPUT)
     async def produce(self) -> AsyncGenerator[tuple[Any, np.ndarray], None]:
-        channels, rate, size = self.geometry
+        _channels, rate, size = self.geometry
         period = size / rate
         anchor, emitted = time.monotonic(), 0  # chunk k is due at anchor + (k + 1) * period
         while True:

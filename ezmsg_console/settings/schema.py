@@ -170,7 +170,7 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
         optional = len(rest) < len(args)
         if len(rest) == 1:
             return rest[0], optional
-        return typing.Union[rest] if rest else Any, optional  # type: ignore[return-value]
+        return typing.Union[rest] if rest else Any, optional  # type: ignore[return-value]  # noqa: UP007
     if origin is typing.Literal and None in typing.get_args(annotation):
         return annotation, True
     return annotation, annotation is type(None)

@@ -212,7 +212,8 @@ def test_parse_address_good(text: str, expected: Address) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["host", "h:99999", ":80", "h:x", "h:", "", "h:-1", "h:+80", "h: 80", "[::1]", "[::1]5", "[]:5", "[::1:5", "h:65536"],
+    ["host", "h:99999", ":80", "h:x", "h:", "", "h:-1", "h:+80", "h: 80", "[::1]", "[::1]5", "[]:5", "[::1:5",
+     "h:65536"],
 )
 def test_parse_address_bad(text: str) -> None:
     with pytest.raises(errors.ConfigurationError):
