@@ -23,7 +23,8 @@ import enum
 import os
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from ..protocol.address import DEFAULT_HOST, Address, is_loopback_host, parse_address, resolve_address
+from ..net import is_loopback_host
+from ..protocol.address import DEFAULT_HOST, Address, parse_address, resolve_address
 from ..protocol.errors import (ConfigurationError, ConsoleError, RemoteProtocolError, RequestTimeout,
                               ServerUnreachable)
 from ..protocol.graph import GraphSnapshot

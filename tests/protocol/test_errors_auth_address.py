@@ -11,7 +11,7 @@ from ezmsg_console.protocol.address import (
     DEFAULT_PORT,
     TOKEN_ENV,
     Address,
-    is_loopback_host,
+    loopback_literal,
     parse_address,
     resolve_address,
     resolve_token,
@@ -273,5 +273,9 @@ def test_resolve_token() -> None:
         ("fe80::1%eth0", False),
     ],
 )
-def test_is_loopback_host(host: str, expected: bool) -> None:
-    assert is_loopback_host(host) is expected
+def test_loopback_literal(host: str, expected: bool) -> None:
+    assert loopback_literal(host) is expected
+
+
+def test_loopback_literal_leaves_names_to_a_lookup() -> None:
+    assert loopback_literal("graph.example") is None
