@@ -24,6 +24,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 KIB, MIB = 1024, 1024 * 1024
+UPSTREAM_PYTHON_ENV = "EZMSG_CONSOLE_UPSTREAM_PYTHON"
+DEFAULT_UPSTREAM_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                       "ezmsg-venv", "bin", "python")
+"""``ezmsg-venv`` beside the checkout (see benchmarks/UPSTREAM.md)."""
+
+
+def upstream_python() -> str:
+    """The interpreter that has upstream ezmsg: ``$EZMSG_CONSOLE_UPSTREAM_PYTHON``, else
+    :data:`DEFAULT_UPSTREAM_PYTHON`."""
+    return os.environ.get(UPSTREAM_PYTHON_ENV) or DEFAULT_UPSTREAM_PYTHON
 
 
 def pct(samples: list[int], q: float) -> float | None:

@@ -4,9 +4,9 @@ Not a test, and NOT part of ``ezmsg_console``: this script imports the public
 ``ezmsg`` package, which must never be a dependency of this project. Run it with
 the separate comparison venv (see ``benchmarks/UPSTREAM.md``)::
 
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py            # full, ~1 min
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --quick    # ~25 s
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --json out.json
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py            # full, ~1 min
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --quick    # ~25 s
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --json out.json
 
 What runs
 ---------
