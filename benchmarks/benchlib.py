@@ -24,6 +24,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 KIB, MIB = 1024, 1024 * 1024
+UPSTREAM_PYTHON_ENV = "EZMSG_CONSOLE_UPSTREAM_PYTHON"
+DEFAULT_UPSTREAM_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                       "ezmsg-venv", "bin", "python")
+"""``ezmsg-venv`` beside the checkout (see benchmarks/UPSTREAM.md)."""
+
+
+def upstream_python() -> str:
+    """The interpreter that has upstream ezmsg: ``$EZMSG_CONSOLE_UPSTREAM_PYTHON``, else
+    :data:`DEFAULT_UPSTREAM_PYTHON`."""
+    return os.environ.get(UPSTREAM_PYTHON_ENV) or DEFAULT_UPSTREAM_PYTHON
 
 
 def pct(samples: list[int], q: float) -> float | None:
@@ -31,7 +41,7 @@ def pct(samples: list[int], q: float) -> float | None:
     if not samples:
         return None
     s = sorted(samples)
-    idx = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
+    idx = min(len(s) - 1, max(0, round(q / 100.0 * (len(s) - 1))))
     return s[idx] / 1000.0
 
 
@@ -100,7 +110,7 @@ class StdinControl:
 class Child:
     name: str
     proc: subprocess.Popen
-    lines: "queue.Queue[dict | None]"
+    lines: queue.Queue[dict | None]
     errfile: Any
 
     def stderr_tail(self, n: int = 3000) -> str:
@@ -108,7 +118,7 @@ class Child:
             self.errfile.flush()
             self.errfile.seek(0)
             return self.errfile.read()[-n:]
-        except Exception:
+        except (OSError, ValueError):  # closed, or not readable any more
             return ""
 
 
@@ -116,12 +126,12 @@ def spawn(script: str, name: str, role: str, cfg: dict, registry: list[Child] | 
           env: dict[str, str] | None = None) -> Child:
     """Start ``script --role ROLE --cfg JSON`` with this interpreter (and ``env``, default: ours);
     its JSON lines go to ``lines``."""
-    errfile = tempfile.TemporaryFile(mode="w+")
+    errfile = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - the Child owns it
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(script), "--role", role, "--cfg", json.dumps(cfg)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1, env=env,
     )
-    lines: "queue.Queue[dict | None]" = queue.Queue()
+    lines: queue.Queue[dict | None] = queue.Queue()
 
     def reader() -> None:
         assert proc.stdout is not None

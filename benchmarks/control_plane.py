@@ -2,8 +2,8 @@
 
 Not a test: run it by hand and read the table.
 
-    /work/venv/bin/python benchmarks/control_plane.py            # full (~1 min)
-    /work/venv/bin/python benchmarks/control_plane.py --quick    # ~10x smaller
+    .venv/bin/python benchmarks/control_plane.py            # full (~1 min)
+    .venv/bin/python benchmarks/control_plane.py --quick    # ~10x smaller
 
 Measures, against a server in a background thread of this process and against
 a server in a separate process (``python -m ezmsg_console serve``):

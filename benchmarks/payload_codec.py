@@ -2,8 +2,8 @@
 
 Not a test: run it by hand and read the table.
 
-    /work/venv/bin/python benchmarks/payload_codec.py            # ~15 s
-    /work/venv/bin/python benchmarks/payload_codec.py --quick    # a few seconds
+    .venv/bin/python benchmarks/payload_codec.py            # ~15 s
+    .venv/bin/python benchmarks/payload_codec.py --quick    # a few seconds
 
 For each message it times, per message, in this process:
 

@@ -2,9 +2,9 @@
 
 Not a test: run it by hand, on an otherwise idle machine, and read the table::
 
-    /work/venv/bin/python benchmarks/profiling_overhead.py                 # 5 repeats, ~2 min 45 s with upstream
-    /work/venv/bin/python benchmarks/profiling_overhead.py --quick         # 3 short repeats, ~40 s: a smoke test
-    /work/venv/bin/python benchmarks/profiling_overhead.py --repeats 9 --skip-upstream
+    .venv/bin/python benchmarks/profiling_overhead.py                 # 5 repeats, ~2 min 45 s with upstream
+    .venv/bin/python benchmarks/profiling_overhead.py --quick         # 3 short repeats, ~40 s: a smoke test
+    .venv/bin/python benchmarks/profiling_overhead.py --repeats 9 --skip-upstream
 
 Workloads (throughput only, limited by backpressure: ``num_buffers=32`` in flight):
 
@@ -41,7 +41,8 @@ this process; in tracing mode it ingests every pushed sample, and its CPU use is
 ("server CPU%").
 
 Upstream: ``benchmarks/upstream_ezmsg_profiling.py`` runs the same three workloads on
-upstream ezmsg (``/work/ezmsg-venv/bin/python``) with its trace off (its default: it has
+upstream ezmsg (``$EZMSG_CONSOLE_UPSTREAM_PYTHON``, default ``../ezmsg-venv/bin/python``)
+with its trace off (its default: it has
 counters that cannot be switched off and no histograms) and on (``sample_mod=1``, all
 metrics, set through ezmsg's own ``SET_PROFILING_TRACE`` process request, so its push
 loop runs too), and its overhead is printed in the same table.
@@ -62,7 +63,8 @@ import tempfile
 import time
 from typing import Any
 
-from benchlib import MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, finish_run, run_parent, spawn
+from benchlib import (MIB, Child, StdinControl, cpu_model, emit, expect, label, reap, finish_run, run_parent, spawn,
+                      upstream_python)
 from pubsub import (
     DEFAULT_BUF_SIZE,
     HEADER,
@@ -79,7 +81,7 @@ from pubsub import (
 
 HISTOGRAMS_ENV = "EZMSG_CONSOLE_PROFILING_HISTOGRAMS"  # ezmsg_console.pubsub.host.HISTOGRAMS_ENV
 PUSH_INTERVAL_ENV = "EZMSG_CONSOLE_TRACE_PUSH_INTERVAL"  # ezmsg_console.runtime.profiling_ops.PUSH_INTERVAL_ENV
-UPSTREAM_PYTHON = "/work/ezmsg-venv/bin/python"
+UPSTREAM_PYTHON = upstream_python()  # $EZMSG_CONSOLE_UPSTREAM_PYTHON, else ../ezmsg-venv/bin/python
 UPSTREAM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream_ezmsg_profiling.py")
 WORKLOADS = (("xproc", 64), ("xproc", MIB), ("inproc", 64))
 MODES = ("bypassed", "counters", "tracing")

@@ -2,14 +2,15 @@
 
 Not a test: run it by hand, on an otherwise idle machine, and read the table::
 
-    /work/venv/bin/python benchmarks/pubsub.py                    # full, ~1 min 50 s (ours + upstream)
-    /work/venv/bin/python benchmarks/pubsub.py --quick            # ~45 s
-    /work/venv/bin/python benchmarks/pubsub.py --skip-upstream    # ours only
-    /work/venv/bin/python benchmarks/pubsub.py --only shm,64 --json out.json
+    .venv/bin/python benchmarks/pubsub.py                    # full, ~1 min 50 s (ours + upstream)
+    .venv/bin/python benchmarks/pubsub.py --quick            # ~45 s
+    .venv/bin/python benchmarks/pubsub.py --skip-upstream    # ours only
+    .venv/bin/python benchmarks/pubsub.py --only shm,64 --json out.json
 
 It runs the same workloads, measured the same way, as
 ``benchmarks/upstream_ezmsg_pubsub.py`` (see ``benchmarks/UPSTREAM.md``), then runs
-that script (with ``/work/ezmsg-venv/bin/python``, ``--json`` to a temp file) in the
+that script (with ``$EZMSG_CONSOLE_UPSTREAM_PYTHON``, default ``../ezmsg-venv/bin/python``
+beside the checkout; ``--json`` to a temp file) in the
 same run and prints one table with both and the ratios.
 
 What runs
@@ -80,7 +81,8 @@ from typing import Any
 
 from ezmsg_console.runtime.loop import LOOP_ENV, loop_choice, loop_name, run_loop
 
-from benchlib import KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, finish_run, run_parent, spawn
+from benchlib import (KIB, MIB, Child, StdinControl, cpu_model, emit, expect, label, pct, reap, finish_run, run_parent,
+                      spawn, upstream_python)
 
 
 def sweep_run(run_tag: str) -> None:
@@ -93,7 +95,7 @@ HEADER = struct.Struct("<QQQ")  # send_time_ns, seq, phase
 PH_WARM, PH_TPUT, PH_PWARM, PH_PACED, PH_STOP = range(5)
 NUM_BUFFERS = 32
 DEFAULT_BUF_SIZE = 2**16
-UPSTREAM_PYTHON = "/work/ezmsg-venv/bin/python"
+UPSTREAM_PYTHON = upstream_python()  # $EZMSG_CONSOLE_UPSTREAM_PYTHON, else ../ezmsg-venv/bin/python
 UPSTREAM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream_ezmsg_pubsub.py")
 PROFILE_ENV = "EZC_PUBSUB_PROFILE"
 RUN_TAG_ENV = "EZMSG_CONSOLE_RUN_TAG"  # same name as ezmsg_console.pubsub.host.RUN_TAG_ENV
@@ -642,7 +644,8 @@ def parent_main(args: argparse.Namespace) -> int:
           f"{'zero_copy=False (copied on arrival)' if args.copy_out else 'zero_copy'} recv_delivery()+done()")
     ours_env = dict(os.environ) if args.glibc_default else shm_mod.worker_environ(os.environ)
     print(f"  glibc    ours: GLIBC_TUNABLES={ours_env.get('GLIBC_TUNABLES', '(default)')} "
-          f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
+          f"({'--glibc-default' if args.glibc_default else 'as run() gives its workers'}); "
+          f"upstream: GLIBC_TUNABLES={upstream_environ(args).get('GLIBC_TUNABLES', '(default)')}")
     print(f"  loop     ours: children run {LOOP_ENV}={loop_choice()} as run() workers do (uvloop "
           f"{'installed' if importlib.util.find_spec('uvloop') else 'not installed'}; each case reports its loop)")
     if args.profile:
@@ -712,7 +715,8 @@ def parent_main(args: argparse.Namespace) -> int:
     ours_wall = time.monotonic() - t_start
     ours_cpu = time.process_time() - cpu_start
 
-    print(f"  {'ours + upstream cases' if interleave else 'ours'} took {ours_wall:.1f}s; this process (GraphServer thread + orchestration) used "
+    print(f"  {'ours + upstream cases' if interleave else 'ours'} took {ours_wall:.1f}s; "
+          "this process (GraphServer thread + orchestration) used "
           f"{ours_cpu:.1f}s CPU", flush=True)
     print()
     if interleave:

@@ -5,8 +5,8 @@ package, which must never be a dependency of this project. It runs in the separa
 comparison venv (``benchmarks/UPSTREAM.md``); ``benchmarks/profiling_overhead.py`` runs
 it and merges its JSON into one table::
 
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_profiling.py --quick
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_profiling.py --repeats 5 --json out.json
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_profiling.py --quick
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_profiling.py --repeats 5 --json out.json
 
 The same three workloads as ``profiling_overhead.py`` (every case in fresh processes,
 throughput limited by backpressure, ``num_buffers=32``), with ezmsg's low-level

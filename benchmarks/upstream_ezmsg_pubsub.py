@@ -4,9 +4,9 @@ Not a test, and NOT part of ``ezmsg_console``: this script imports the public
 ``ezmsg`` package, which must never be a dependency of this project. Run it with
 the separate comparison venv (see ``benchmarks/UPSTREAM.md``)::
 
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py            # full, ~1 min
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --quick    # ~25 s
-    /work/ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --json out.json
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py            # full, ~1 min
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --quick    # ~25 s
+    ../ezmsg-venv/bin/python benchmarks/upstream_ezmsg_pubsub.py --json out.json
 
 What runs
 ---------
@@ -219,8 +219,10 @@ def child_main(role: str, cfg_json: str) -> None:
 # -------------------------------------------------------------------------- parent side
 
 
-def run_case(graph: tuple[str, int], workload: str, channel: str, payload: int, nsubs: int, params: dict, idx: int) -> dict:
-    cfg = dict(params, graph=list(graph), topic=f"/bench/{idx}/{workload}/{channel}/{payload}", payload=payload, nsubs=nsubs, channel=channel)
+def run_case(graph: tuple[str, int], workload: str, channel: str, payload: int, nsubs: int, params: dict,
+             idx: int) -> dict:
+    cfg = dict(params, graph=list(graph), topic=f"/bench/{idx}/{workload}/{channel}/{payload}", payload=payload,
+               nsubs=nsubs, channel=channel)
     children: list[Child] = []
     ok = False
     try:
@@ -306,9 +308,11 @@ def print_table(rows: list[dict]) -> None:
 
 def parent_main(args: argparse.Namespace) -> int:
     if args.quick:
-        params = dict(warmup_s=0.2, warmup_min=8, seconds=0.8, max_msgs=50_000, paced_warmup=5, paced_seconds=0.3, paced_max=300)
+        params = dict(warmup_s=0.2, warmup_min=8, seconds=0.8, max_msgs=50_000, paced_warmup=5, paced_seconds=0.3,
+                      paced_max=300)
     else:
-        params = dict(warmup_s=0.5, warmup_min=16, seconds=2.5, max_msgs=200_000, paced_warmup=20, paced_seconds=1.0, paced_max=2000)
+        params = dict(warmup_s=0.5, warmup_min=16, seconds=2.5, max_msgs=200_000, paced_warmup=20, paced_seconds=1.0,
+                      paced_max=2000)
     for k in ("seconds", "max_msgs"):
         if getattr(args, k) is not None:
             params[k] = getattr(args, k)
@@ -324,7 +328,8 @@ def parent_main(args: argparse.Namespace) -> int:
         cases = [c for c in cases if all(tok in f"{c[0]}/{c[1]}/{c[2]}" for tok in args.only.split(","))]
 
     print(f"ezmsg {ez.__version__} | Python {platform.python_version()} | numpy {np.__version__} | "
-          f"{platform.system()} {platform.release()} | {os.cpu_count()} CPUs | mode={'quick' if args.quick else 'full'}")
+          f"{platform.system()} {platform.release()} | {os.cpu_count()} CPUs | "
+          f"mode={'quick' if args.quick else 'full'}")
     print(f"per case: warm-up {params['warmup_s']}s, throughput {params['seconds']}s or {params['max_msgs']} msgs, "
           f"paced latency {params['paced_seconds']}s or {params['paced_max']} msgs; num_buffers={NUM_BUFFERS}; "
           f"every endpoint in its own process; recv_zero_copy")
@@ -364,7 +369,8 @@ def parent_main(args: argparse.Namespace) -> int:
           "p50/p99: paced one-way latency (one msg in flight). load p50/p99: one-way latency "
           "during the throughput phase (worst subscriber), includes queueing. CPU%: process CPU / wall "
           "in the throughput phase (sub: busiest).")
-    starved = [f"{r['channel']} {label(r['payload_bytes'])}" for r in rows if r["workload"] == "p2p" and r["pub_cpu_pct"] < 90]
+    starved = [f"{r['channel']} {label(r['payload_bytes'])}" for r in rows
+               if r["workload"] == "p2p" and r["pub_cpu_pct"] < 90]
     if starved:
         print(f"warning: p2p publisher got < 90% of a core in {starved} (on an idle 2-core machine it pegs one); "
               "something else was probably using the CPU - rerun those rows")
@@ -373,7 +379,8 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"warning: message loss/gaps in {[(r['workload'], r['channel'], r['payload_bytes']) for r in bad]}")
     wall = time.monotonic() - t_start
     print(f"total {wall:.1f}s; this process (GraphServer thread + orchestration) used "
-          f"{time.process_time() - cpu_start:.1f}s CPU ({100 * (time.process_time() - cpu_start) / wall:.0f}% of one core)")
+          f"{time.process_time() - cpu_start:.1f}s CPU "
+          f"({100 * (time.process_time() - cpu_start) / wall:.0f}% of one core)")
 
     if args.json:
         with open(args.json, "w") as f:

@@ -41,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 
 __version__ = "0.1.0"
+"""The package's one version (pyproject.toml reads it from here; ``ezmsg-console --version`` prints it)."""
 
 __all__ = [
     "AddressCollision",

@@ -113,7 +113,8 @@ class ClientConnection:
             welcome = await asyncio.wait_for(_handshake(reader, writer, conn, address, role, name, token), timeout)
         except (TimeoutError, asyncio.TimeoutError):
             writer.close()
-            raise RequestTimeout(f"GraphServer at {address} did not complete the handshake in {timeout:.1f} s")
+            raise RequestTimeout(
+                f"GraphServer at {address} did not complete the handshake in {timeout:.1f} s") from None
         except BaseException:
             writer.close()
             raise

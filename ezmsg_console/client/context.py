@@ -214,12 +214,13 @@ class GraphContext:
             ProcessControlResponse, timeout + ROUTE_MARGIN)
 
     async def _checked(self, unit_address: str, operation: str, payload: Any = None, *, timeout: float = 2.0,
-                       expected_seq: int | None = None) -> Any:
+                       expected_seq: int | None = None) -> dict[str, Any]:
         response = await self.process_request(unit_address, operation, payload, timeout=timeout,
                                               expected_seq=expected_seq)
         if not response.ok:
             raise process_error(response)
-        return response.payload
+        answer: dict[str, Any] = response.payload  # these operations answer a map
+        return answer
 
     async def process_ping(self, unit_address: str, *, timeout: float = 2.0) -> dict[str, Any]:
         """PING the process owning ``unit_address``: process_id, pid, host, timestamp."""

@@ -135,6 +135,7 @@ class GraphMonitor:
         self._refresh_topology = asyncio.Event()
         self._refresh_profiling = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Future[None]] = set()  # old connections closing (the loop keeps weak refs)
         self._topology_seq = 0
         self._settings_seq = 0
 
@@ -181,7 +182,9 @@ class GraphMonitor:
         self.state = MonitorState(address=str(address))
         self._topology_seq = self._settings_seq = 0
         if self.ctx is not None:
-            asyncio.ensure_future(self.ctx.close())
+            closing = asyncio.ensure_future(self.ctx.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         self._notify("connection")
 
     def refresh(self) -> None:

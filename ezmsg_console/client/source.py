@@ -21,9 +21,10 @@ import asyncio
 import dataclasses
 import enum
 import os
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Generator, Mapping, Protocol, runtime_checkable
 
-from ..protocol.address import DEFAULT_HOST, Address, is_loopback_host, parse_address, resolve_address
+from ..net import is_loopback_host
+from ..protocol.address import DEFAULT_HOST, Address, parse_address, resolve_address
 from ..protocol.errors import (ConfigurationError, ConsoleError, RemoteProtocolError, RequestTimeout,
                               ServerUnreachable)
 from ..protocol.graph import GraphSnapshot
@@ -48,7 +49,10 @@ class Backend(str, enum.Enum):
 
 @runtime_checkable
 class Subscription(Protocol):
-    """A push stream: ``next(timeout)`` gives an event, a StreamGap, or None once it ended."""
+    """A push stream: ``next(timeout)`` gives an event, a StreamGap, or None once it ended.
+    Awaiting it opens it (and gives it back)."""
+
+    def __await__(self) -> Generator[Any, None, Subscription]: ...
 
     async def next(self, timeout: float | None = 5.0) -> Any: ...
 

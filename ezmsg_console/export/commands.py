@@ -87,7 +87,7 @@ ADDRESS_HELP = (f"the GraphServer (default: ${ADDRESS_ENV} or {DEFAULT_HOST}:{DE
                 f"there, else ezmsg's at ${EZMSG_ADDRESS_ENV} or {DEFAULT_HOST}:{EZMSG_DEFAULT_PORT})")
 
 
-def add_backend_arg(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def add_backend_arg(parser: argparse._ActionsContainer, *, suppress: bool) -> None:  # a parser or a group
     parser.add_argument("--backend", choices=[b.value for b in Backend],
                         default=argparse.SUPPRESS if suppress else None, help=BACKEND_HELP)
 
@@ -360,7 +360,7 @@ def take_snapshot(server: ServerArgs, sections: set[str], *, timeout: float, win
                 raise UsageError("--embed-demo starts an ezmsg-console GraphServer: it cannot be combined with "
                                  "--backend ezmsg (run 'ezmsg-console demo --ezmsg' for an ezmsg demo)")
             embedded = EmbeddedDemo.start_anywhere(resolve_address(located.address), server.token, timeout)
-            located = Located(embedded.address, Backend.NATIVE)
+            located = Located(embedded.bound_address, Backend.NATIVE)
         return asyncio.run(_collect(server, located, sections, timeout=timeout, window=window,
                                     wait_ready=embedded is not None))
     finally:

@@ -163,7 +163,7 @@ def set_command(args: argparse.Namespace) -> int:
             if state.value.structured_value is None:
                 raise CommandError(f"{args.component} has no settings to change")
             try:
-                return await ctx.update_setting(args.component, args.field, value,  # type: ignore[no-any-return]
+                return await ctx.update_setting(args.component, args.field, value,
                                                 expected_seq=args.expected_seq, timeout=timeout)
             except ConnectionClosed:
                 raise

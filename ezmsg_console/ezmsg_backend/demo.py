@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class Generator(ez.Unit):
     async def generate(self) -> AsyncGenerator[tuple[ez.OutputStream, np.ndarray], None]:
         next_time = time.monotonic()
         while True:
-            settings = self.SETTINGS
+            settings = cast(GeneratorSettings, self.SETTINGS)  # on the instance: the settings object
             rate = float(settings.rate_hz) if float(settings.rate_hz) > 0 else 1.0
             next_time = max(next_time + 1.0 / min(rate, 1000.0), time.monotonic() - 1.0)
             await asyncio.sleep(max(0.0, next_time - time.monotonic()))

@@ -100,7 +100,7 @@ class EzmsgDemo:
         self.version = ""
         self.server: subprocess.Popen[bytes] | None = None
         self.pipeline: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] = tempfile.TemporaryFile()
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the demo
 
     # -- starting ------------------------------------------------------------
 

@@ -79,7 +79,7 @@ def graph_metadata(meta: Any) -> GraphMetadata | None:
     if meta is None:
         return None
     comps = []
-    for address, c in (getattr(meta, "components", None) or {}).items():
+    for c in (getattr(meta, "components", None) or {}).values():
         try:
             comps.append(component(c))
         except ValueError:  # an address this project cannot name (empty segment): leave it out

@@ -87,14 +87,14 @@ class SnapshotBuilder:
             handler, latency = sub.handler_ns, sub.latency_ns
             totals3 = (sub.received, sub.bytes_received, sub.dropped)
             mark.subs[sub.sub_id] = (*totals3, handler.copy_counts(), latency.copy_counts())
-            before = previous.subs.get(sub.sub_id) if previous is not None else None
+            sub_before = previous.subs.get(sub.sub_id) if previous is not None else None
             if previous is None:
                 d = [0, 0, 0]
                 h_before = l_before = None
             else:
-                before = before or (0, 0, 0, _EMPTY, _EMPTY)
-                d = [t - b for t, b in zip(totals3, before[:3])]
-                h_before, l_before = before[3], before[4]
+                sub_before = sub_before or (0, 0, 0, _EMPTY, _EMPTY)
+                d = [t - b for t, b in zip(totals3, sub_before[:3])]
+                h_before, l_before = sub_before[3], sub_before[4]
             sub_rows.append(SubscriberProfile(
                 endpoint_id=sub.sub_id, topic=sub.topic, messages_received_total=totals3[0],
                 bytes_received_total=totals3[1], drops_total=totals3[2], channel_kind_last=sub.last_channel,

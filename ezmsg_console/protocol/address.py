@@ -1,13 +1,13 @@
 """GraphServer addresses: ``host:port`` text <-> (host, port), defaults and env.
 
-Everything is read at call time; nothing is cached at import.
+Everything is read at call time; nothing is cached at import. Nothing here touches the network:
+a name that only a lookup can place is left to :func:`ezmsg_console.net.is_loopback_host`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 from typing import Mapping, NamedTuple
 
 from .errors import ConfigurationError
@@ -66,16 +66,19 @@ def resolve_token(token: str | None = None, environ: Mapping[str, str] | None = 
     return env.get(TOKEN_ENV) or None
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and names that resolve only to those."""
+def is_loopback_ip(ip: str) -> bool:
+    """True for an IP literal in 127.0.0.0/8 or ::1 (a ``%zone`` suffix is ignored); raises
+    ValueError for text that is not an IP address."""
+    return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+
+
+def loopback_literal(host: str) -> bool | None:
+    """Whether ``host`` is loopback, where the text alone tells: an IP literal, or ``localhost``;
+    None for any other name (only a lookup can tell)."""
     try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        return is_loopback_ip(host)
     except ValueError:
         pass
     if host == "localhost":
         return True
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    return None

@@ -71,7 +71,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
 def packb(obj: Any) -> bytes:
     """Encode plain data (dict, list, str, bytes, numbers, None, ndarray)."""
     try:
-        return msgpack.packb(obj, use_bin_type=True, default=_default, datetime=False)
+        data: bytes = msgpack.packb(obj, use_bin_type=True, default=_default, datetime=False)
+        return data
     except LocalProtocolError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:

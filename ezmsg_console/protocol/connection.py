@@ -148,7 +148,9 @@ class ProtocolConnection:
             return out  # nothing more is read from a closed connection
         try:
             self._decoder.add(data)
-            while self.state is not State.CLOSED and (body := self._decoder.next_frame()) is not None:
+            # (mypy keeps self.state narrowed by the check above; handling a frame can close it)
+            while self.state is not State.CLOSED and (  # type: ignore[comparison-overlap]
+                    body := self._decoder.next_frame()) is not None:
                 obj = unpackb(body)
                 try:
                     msg = decode_message(obj)
@@ -169,8 +171,10 @@ class ProtocolConnection:
         if self.state is not State.OPEN or not isinstance(obj, dict):
             return None
         request_id, kind = obj.get("request_id"), obj.get("kind")
-        cls = KINDS.get(kind) if isinstance(kind, str) else None
-        if type(request_id) is not int or cls is None or not issubclass(cls, Request):
+        if type(request_id) is not int or not isinstance(kind, str):
+            return None
+        cls = KINDS.get(kind)
+        if cls is None or not issubclass(cls, Request):
             return None
         return MalformedRequest(request_id, kind, exc.message, dict(exc.details))
 

@@ -94,7 +94,8 @@ def int64_bytes(values: Any) -> bytes:
     if isinstance(values, array.array) and values.typecode == "q":
         col = values
     elif hasattr(values, "dtype"):
-        return values.astype("<i8", copy=False).tobytes()
+        data: bytes = values.astype("<i8", copy=False).tobytes()
+        return data
     else:
         col = array.array("q", values)
     if _BIG_ENDIAN:
@@ -103,7 +104,7 @@ def int64_bytes(values: Any) -> bytes:
     return col.tobytes()
 
 
-def int64_column(data: bytes) -> array.array:
+def int64_column(data: bytes) -> array.array[int]:
     """The ints of a little-endian int64 column."""
     col = array.array("q")
     col.frombytes(data)
@@ -115,14 +116,15 @@ def int64_column(data: bytes) -> array.array:
 def uint16_bytes(values: Any) -> bytes:
     """A little-endian uint16 column from ints or an integer numpy array."""
     if hasattr(values, "dtype"):
-        return values.astype("<u2", copy=False).tobytes()
+        data: bytes = values.astype("<u2", copy=False).tobytes()
+        return data
     col = array.array("H", values)
     if _BIG_ENDIAN:
         col.byteswap()
     return col.tobytes()
 
 
-def uint16_column(data: bytes) -> array.array:
+def uint16_column(data: bytes) -> array.array[int]:
     """The ints of a little-endian uint16 column."""
     col = array.array("H")
     col.frombytes(data)
@@ -220,7 +222,7 @@ class ProfilingTraceBatch:
                   timestamp_wall_s: float, gap_from: int | None, gap_to: int | None, endpoints: tuple[str, ...],
                   topics: tuple[str, ...], metrics: tuple[str, ...], channels: tuple[str, ...], timestamps: bytes,
                   values: bytes, seqs: bytes, endpoint_index: bytes, metric_index: bytes,
-                  channel_index: bytes) -> "ProfilingTraceBatch":
+                  channel_index: bytes) -> ProfilingTraceBatch:
         """Build from columns its producer already knows to be consistent (no O(n) index check)."""
         self = object.__new__(cls)
         setattr_ = object.__setattr__

@@ -43,7 +43,8 @@ def to_wire(value: Any) -> Any:
     """Turn dataclasses, enums and tuples into msgpack-ready plain data."""
     if isinstance(value, _PLAIN):
         return value
-    return _encoder(type(value))(value)
+    cls: type = type(value)
+    return _encoder(cls)(value)
 
 
 def _encode_list(value: Any) -> Any:
@@ -359,7 +360,7 @@ def encode_message(msg: Message) -> dict[str, Any]:
     """The wire map of ``msg``; refuses objects that are not tagged messages."""
     if not isinstance(msg, Message) or not msg.KIND:
         raise LocalProtocolError(f"{type(msg).__name__} is not a wire message")
-    return typing.cast(dict, to_wire(msg))
+    return typing.cast("dict[str, Any]", to_wire(msg))
 
 
 def known_kinds() -> Mapping[str, type]:

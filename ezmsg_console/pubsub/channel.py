@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from ..protocol.codec import packb, unpackb
 from ..protocol.errors import ConnectionClosed, DecodeError, RemoteProtocolError
@@ -220,9 +220,9 @@ class SubscriberLink(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._acks = _Coalescer(self.transport)  # type: ignore[arg-type]
-        self.transport.write(hello_frame(self._hello_obj))
+        self.transport = stream = cast(asyncio.Transport, transport)  # a stream connection's transport
+        self._acks = _Coalescer(stream)
+        stream.write(hello_frame(self._hello_obj))
 
     def data_received(self, data: bytes) -> None:
         if not self.ready.done():

@@ -9,6 +9,7 @@ control connection, and applies the routes the server pushes back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -175,9 +176,9 @@ class EndpointHost:
         conn.add_handler(RoutesUpdate, self._on_routes)
         self._grace_until = asyncio.get_running_loop().time() + REJOIN_GRACE_S
         for pub in list(self.publishers.values()):
-            await conn.request(lambda rid, info=pub.info: RegisterPublisher(rid, info), m.Ack, self.timeout)
+            await conn.request(functools.partial(RegisterPublisher, info=pub.info), m.Ack, self.timeout)
         for sub in list(self.subscribers.values()):
-            await conn.request(lambda rid, info=sub.info: RegisterSubscriber(rid, info), m.Ack, self.timeout)
+            await conn.request(functools.partial(RegisterSubscriber, info=sub.info), m.Ack, self.timeout)
         if self._reconcile is not None:
             self._reconcile.cancel()
         self._reconcile = asyncio.ensure_future(self._reconcile_after_grace())

@@ -123,9 +123,9 @@ def _array_parts(arr: np.ndarray, index: int | None) -> tuple[bytes, memoryview]
     if arr.size == 0:
         return meta, memoryview(b"")
     try:
-        return meta, memoryview(arr).cast("B")
+        return meta, memoryview(arr).cast("B")  # type: ignore[arg-type]  # numpy declares ndarray.__buffer__ for Python 3.12+ only
     except (TypeError, ValueError):  # dtypes without a buffer format (datetime64, ...)
-        return meta, memoryview(arr.reshape(-1).view(np.uint8))
+        return meta, memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # numpy declares ndarray.__buffer__ for Python 3.12+ only
 
 
 @functools.lru_cache(maxsize=512)

@@ -19,7 +19,7 @@ from ..protocol.errors import ConfigurationError
 try:  # CPython's own binding of shm_open/shm_unlink (used by multiprocessing)
     import _posixshmem
 except ImportError:  # pragma: no cover - non-POSIX platforms
-    _posixshmem = None  # type: ignore[assignment]
+    _posixshmem = None
 
 PREFIX = "ezc_"
 SHM_DIR = "/dev/shm"

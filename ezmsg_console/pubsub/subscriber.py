@@ -87,7 +87,7 @@ class Delivery:
         if start:
             self.start_ns = 0
             end = _monotonic_ns()
-            owner = self._owner  # start_ns is only ever set by the owner's recv_delivery()
+            owner: Subscriber = self._owner  # type: ignore[assignment]  # start_ns is only ever set by the owner's recv_delivery()
             if owner.histograms:
                 owner.handler_add(end - start)  # bucketed in bulk, later (histogram.Histogram.flush)
             trace = owner.trace
@@ -207,8 +207,8 @@ class Subscriber:
         anchor = None
         try:
             if self.zero_copy and kind == KIND_SHM:
-                anchor = np.frombuffer(body.toreadonly(), dtype=np.uint8)
-                msg = payload.decode(memoryview(anchor), copy=False, types=self._types)
+                anchor = np.frombuffer(body.toreadonly(), dtype=np.uint8)  # type: ignore[union-attr]  # shm: a view
+                msg = payload.decode(memoryview(anchor), copy=False, types=self._types)  # type: ignore[arg-type]  # numpy declares ndarray.__buffer__ for Python 3.12+ only
             else:
                 msg = payload.decode(body, copy=True, types=self._types)
         except DecodeError as exc:
@@ -345,7 +345,7 @@ class Subscriber:
             raise ConsoleError(f"publisher refused the link: {reply.get('error')}")
         source = _RemoteSource(link, "SHM" if link.segment is not None else "TCP")
         self._sources[info.pub_id] = source
-        link.closed.add_done_callback(lambda _f, pid=info.pub_id, src=source: self._link_closed(pid, src))
+        link.closed.add_done_callback(lambda _f: self._link_closed(info.pub_id, source))
 
     def _link_closed(self, pub_id: str, source: _RemoteSource) -> None:
         if self._sources.get(pub_id) is source:

@@ -26,7 +26,7 @@ import logging
 import math
 import operator
 import time
-from typing import Any, AsyncGenerator
+from typing import Any, AsyncGenerator, cast
 
 import numpy as np
 
@@ -118,7 +118,7 @@ class SyntheticSource(Unit):
     INPUT_SETTINGS = InputStream(SourceSettings)
 
     async def initialize(self) -> None:
-        s: SourceSettings = self.SETTINGS
+        s = cast(SourceSettings, self.SETTINGS)  # on the instance: the settings object, not the class
         self.geometry = (s.channels, s.sample_rate_hz, s.chunk_size)  # read-only: fixed for the run
         self.generator = SineGenerator(s.channels, s.sample_rate_hz)
 
@@ -129,7 +129,7 @@ class SyntheticSource(Unit):
 
     @publisher(OUTPUT)
     async def produce(self) -> AsyncGenerator[tuple[Any, np.ndarray], None]:
-        channels, rate, size = self.geometry
+        _channels, rate, size = self.geometry
         period = size / rate
         anchor, emitted = time.monotonic(), 0  # chunk k is due at anchor + (k + 1) * period
         while True:
@@ -140,7 +140,7 @@ class SyntheticSource(Unit):
                 log.warning("%s: %.2f s behind schedule; re-anchoring the clock", self.address, -delay)
                 anchor, emitted = time.monotonic() - period, 0
             emitted += 1
-            s: SourceSettings = self.SETTINGS
+            s = cast(SourceSettings, self.SETTINGS)
             if not s.enabled:
                 self.generator.skip(size)
                 continue
@@ -240,7 +240,7 @@ class BandpassFilter(Unit):
     INPUT_SETTINGS = InputStream(FilterSettings)
 
     async def initialize(self) -> None:
-        self.filter = IIRFilter(self._design(self.SETTINGS))
+        self.filter = IIRFilter(self._design(cast(FilterSettings, self.SETTINGS)))
 
     @staticmethod
     def _design(s: FilterSettings) -> np.ndarray:

@@ -44,6 +44,13 @@ class EmbeddedDemo:
             self._start_pipeline(self.address)
         return self.address
 
+    @property
+    def bound_address(self) -> Address:
+        """The address the started GraphServer listens on."""
+        if self.address is None:
+            raise RuntimeError("the embedded demo has not been started")
+        return self.address
+
     @classmethod
     def start_anywhere(cls, address: Address, token: str | None = None,
                        timeout: float = START_TIMEOUT) -> EmbeddedDemo:

@@ -29,11 +29,11 @@ from ..protocol.address import TOKEN_ENV
 from ..protocol.errors import ConfigurationError, RunError
 from ..pubsub import shm
 from ..pubsub.host import RUN_TAG_ENV
-
-RUN_TAG_PREFIX_ENV = "EZMSG_CONSOLE_RUN_TAG_PREFIX"
 from .assembly import Assembly, assemble
 from .unit import Component
 from .status import STATUS_FD_ENV, encode_spec
+
+RUN_TAG_PREFIX_ENV = "EZMSG_CONSOLE_RUN_TAG_PREFIX"
 
 WORKER_BOOT = ("import signal; signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT)); "
                "from ezmsg_console.runtime.worker import main; raise SystemExit(main())")
@@ -147,7 +147,7 @@ class Runner:
             log.warning("lost the GraphServer at %s; the pipeline keeps running, reconnecting", self.ctx.address)
             ctx = GraphContext(self.ctx.address, token=self.token, name=self.ctx.name)
 
-            async def rejoin() -> GraphContext:
+            async def rejoin(ctx: GraphContext = ctx) -> GraphContext:  # this iteration's ctx
                 await ctx.open()
                 await ctx.register_metadata(assembly.metadata)
                 for src, dst in assembly.edges:
@@ -257,7 +257,7 @@ class Runner:
             if worker.proc.stdin is not None and not worker.proc.stdin.is_closing():
                 worker.proc.stdin.close()
         if live:
-            _done, pending = await asyncio.wait([asyncio.ensure_future(w.proc.wait()) for w in live],
+            _done, _pending = await asyncio.wait([asyncio.ensure_future(w.proc.wait()) for w in live],
                                                 timeout=self.grace)
             for worker in live:
                 if worker.proc.returncode is None:

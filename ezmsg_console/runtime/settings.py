@@ -16,7 +16,15 @@ Subclasses become frozen dataclasses automatically. The metadata keys
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+
+if TYPE_CHECKING:  # typing has it from 3.11 on; at run time it only marks the class
+    from typing_extensions import dataclass_transform
+else:
+    _T = TypeVar("_T")
+
+    def dataclass_transform(**kwargs: Any) -> Callable[[_T], _T]:
+        return lambda cls: cls
 
 METADATA_KEYS = ("description", "ge", "le", "gt", "lt", "choices", "unit", "read_only")
 
@@ -42,6 +50,7 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(setting, dataclasses.field))
 class Settings:
     """Base of unit settings: every subclass is a frozen dataclass."""
 

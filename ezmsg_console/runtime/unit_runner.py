@@ -49,17 +49,17 @@ class UnitRunner:
                     f"{self.address}/{name}", num_buffers=stream.num_buffers, buf_size=stream.buf_size,
                     force_tcp=stream.force_tcp)
         for _name, fn in cls.handlers():
-            stream = getattr(fn, "__ezc_subscribes__", None)
+            subscribes = getattr(fn, "__ezc_subscribes__", None)
             for out in getattr(fn, "__ezc_publishes__", ()):
                 if out.name not in self.publishers:
                     raise ConfigurationError(f"{self.address}: {fn.__name__} publishes on {out.name}, "
                                              "which is not an OutputStream of this unit")
-            if stream is None:
+            if subscribes is None:
                 if not inspect.isasyncgenfunction(fn):
                     raise ConfigurationError(f"{self.address}: publisher {fn.__name__} must be an async generator")
                 self._producers.append(fn)
             else:
-                self._handlers.setdefault(stream.name, []).append(fn)
+                self._handlers.setdefault(subscribes.name, []).append(fn)
         if cls.has_dynamic_settings():
             self._handlers.setdefault(SETTINGS_STREAM, [])
         for name in self._handlers:
@@ -88,7 +88,7 @@ class UnitRunner:
                 await self._publish_item(fn, item)
         elif inspect.isawaitable(result):
             value = await result
-            outputs = getattr(fn, "__ezc_publishes__", ())
+            outputs: tuple[OutputStream, ...] = getattr(fn, "__ezc_publishes__", ())
             if value is not None and len(outputs) == 1:
                 await self.publishers[outputs[0].name].broadcast(value)
 

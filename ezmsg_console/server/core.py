@@ -15,7 +15,8 @@ from typing import Callable
 
 from ..protocol.errors import InvalidRequest, PermissionDenied
 from ..protocol.endpoints import RoutesUpdate
-from ..protocol.graph import PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, PublisherInfo, SubscriberInfo, TopologyEvent
+from ..protocol.graph import (PERSISTENT_OWNER, GraphMetadata, GraphSnapshot, PublisherInfo, SubscriberInfo,
+                              TopologyEvent)
 from ..protocol.messages import Role, StreamKind
 from ..protocol.process import ErrorCode, Operation, ProcessControlResponse, ProcessRequest
 from ..protocol.profiling import ProfilingStreamControl, ProfilingTraceBatch

@@ -54,7 +54,8 @@ class EndpointStore:
                 del table[endpoint_id]
                 self._routes.pop(endpoint_id, None)
 
-    def changed_routes(self, upstream_of: Callable[[str], Iterable[str]]) -> list[tuple[SubscriberInfo, tuple[PublisherInfo, ...]]]:
+    def changed_routes(self, upstream_of: Callable[[str], Iterable[str]]
+                       ) -> list[tuple[SubscriberInfo, tuple[PublisherInfo, ...]]]:
         """Subscribers whose feeding publishers changed since last asked, with the new set.
 
         ``upstream_of(topic)`` gives every topic that reaches ``topic`` along edges.

@@ -14,7 +14,8 @@ import threading
 import uuid
 from typing import Any
 
-from ..protocol.address import Address, is_loopback_host, resolve_address, resolve_token
+from ..net import is_loopback_host
+from ..protocol.address import Address, resolve_address, resolve_token
 from ..protocol.errors import ConfigurationError, ConsoleError
 from ..protocol.framing import ABSOLUTE_MAX_FRAME_SIZE, MAX_FRAME_SIZE
 from ..protocol.wire import Message

@@ -16,9 +16,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ..net import is_loopback_host
 from ..protocol import auth
 from ..protocol import messages as m
-from ..protocol.address import is_loopback_host
 from ..protocol.connection import MalformedRequest, ProtocolConnection, Side
 from ..protocol.errors import (
     AuthError,

@@ -50,7 +50,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 from ..protocol.codec import packb
 from ..protocol.errors import InvalidRequest
@@ -124,7 +124,10 @@ class _Tables:
         return endpoint, _remap8(batch.metric_index, metric_map), _remap8(batch.channel_index, channel_map)
 
 
-def _index(table: dict, key: object) -> int:
+K = TypeVar("K")
+
+
+def _index(table: dict[K, int], key: K) -> int:
     index = table.get(key)
     if index is None:
         index = table[key] = len(table)

@@ -11,7 +11,7 @@ import time
 from typing import Callable
 
 from ..protocol.errors import AddressCollision, InvalidRequest, NotFound, OwnershipConflict, PermissionDenied
-from ..protocol.graph import GraphMetadata, ProcessInfo, SessionInfo
+from ..protocol.graph import EdgeRef, GraphMetadata, ProcessInfo, SessionInfo
 from ..protocol.messages import Role
 
 
@@ -154,7 +154,7 @@ class Registry:
                 del self._address_owner[comp.address]
         record.metadata = None
 
-    def session_infos(self, edges_of: Callable[[str], tuple]) -> tuple[SessionInfo, ...]:
+    def session_infos(self, edges_of: Callable[[str], tuple[EdgeRef, ...]]) -> tuple[SessionInfo, ...]:
         return tuple(
             SessionInfo(
                 session_id=r.session_id,

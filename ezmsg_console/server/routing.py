@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from typing import Callable
+from typing import Any, Callable
 
 from ..protocol.process import ErrorCode, ProcessControlResponse, ProcessRequest, RoutedRequest, RoutedResponse
 from ..protocol.wire import Message
@@ -31,7 +31,7 @@ class _Pending:
 
 
 def failure(request_id: int, code: ErrorCode, message: str, process_id: str | None = None,
-            details: dict | None = None) -> ProcessControlResponse:
+            details: dict[str, Any] | None = None) -> ProcessControlResponse:
     return ProcessControlResponse(request_id, ok=False, error=message, error_code=code.value,
                                   process_id=process_id, details=details or {})
 

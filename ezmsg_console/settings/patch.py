@@ -161,7 +161,9 @@ def _bounds_text(field: SettingsFieldMetadata) -> str:
         return f" in {'[' if lower_incl else '('}{_num(lower)}, {_num(upper)}{']' if upper_incl else ')'}"
     if lower is not None:
         return f" {'>=' if lower_incl else '>'} {_num(lower)}"
-    return f" {'<=' if upper_incl else '<'} {_num(upper)}"
+    if upper is not None:
+        return f" {'<=' if upper_incl else '<'} {_num(upper)}"
+    return ""
 
 
 def _num(x: float) -> str:
@@ -223,7 +225,7 @@ class _Patch:
             self._check_writable(prefix, fields[segment], last)
             child_hint = resolved_hints(type(node)).get(segment, Any)
             new_child = self._descend(getattr(node, segment), child_hint, depth, node)
-            return self._replace(node, segment, new_child)
+            return self._replace(node, {segment: new_child})
         if isinstance(node, Mapping):
             key = self._key(node, segment, prefix)
             args = typing.get_args(hint)
@@ -273,7 +275,7 @@ class _Patch:
             subfields = {f.name: f for f in field.fields}
             changes = {k: self._rebuild(v, hints.get(k, Any), getattr(current, k), subfields[k], f"{path}.{k}")
                        for k, v in plain.items()}
-            return self._replace(current, None, None, changes=changes, path=path)
+            return self._replace(current, changes, path=path)
         if hint is Any:
             return plain
         try:
@@ -282,10 +284,9 @@ class _Patch:
             raise _invalid(path, _expected(field), plain, "type",
                            message=f"{path}: {exc.message.split(': ', 1)[-1]}") from None
 
-    def _replace(self, node: Any, name: str | None, value: Any, *, changes: dict[str, Any] | None = None,
-                 path: str | None = None) -> Any:
+    def _replace(self, node: Any, changes: dict[str, Any], *, path: str | None = None) -> Any:
         try:
-            return dataclasses.replace(node, **(changes if changes is not None else {name: value}))
+            return dataclasses.replace(node, **changes)
         except (TypeError, ValueError) as exc:
             cls = type(node).__name__
             raise _invalid(path or self.path, f"a value {cls} accepts", self.value, "rejected",

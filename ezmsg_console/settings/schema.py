@@ -170,7 +170,7 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
         optional = len(rest) < len(args)
         if len(rest) == 1:
             return rest[0], optional
-        return typing.Union[rest] if rest else Any, optional  # type: ignore[return-value]
+        return typing.Union[rest] if rest else Any, optional  # noqa: UP007
     if origin is typing.Literal and None in typing.get_args(annotation):
         return annotation, True
     return annotation, annotation is type(None)
@@ -367,7 +367,7 @@ def _field_from_plain(data: Any, where: str) -> SettingsFieldMetadata:
         required=_get(data, "required", bool, where),
         default=data.get("default"),
         description=_get(data, "description", str, where, ""),
-        bounds=bounds,  # type: ignore[arg-type]
+        bounds=bounds,
         bounds_inclusive=(inclusive[0], inclusive[1]),
         choices=None if choices is None else tuple(choices),
         unit=_get(data, "unit", (str, type(None)), where, None),

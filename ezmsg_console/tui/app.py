@@ -181,7 +181,7 @@ class ConsoleApp(App[int]):
 
     def action_tab(self, tab: str) -> None:
         self.main.query_one(TabbedContent).active = tab
-        self.active_pane.focus_default()  # type: ignore[attr-defined]
+        self.active_pane.focus_default()
 
     def show_tab(self, tab: str, target: str | None = None) -> None:
         """Switch to ``tab`` and select ``target`` there (used by ``enter`` on other tabs)."""
@@ -246,7 +246,7 @@ class ConsoleApp(App[int]):
         self.notify("read-only: edits and tracing are now refused")
 
     @work(exclusive=True, group="quit")
-    async def action_quit(self) -> None:
+    async def action_quit(self) -> None:  # type: ignore[override]  # a worker: Textual takes either
         self.notify("stopping…", timeout=10)
         await self.shutdown()
         self.exit(0)

@@ -188,9 +188,9 @@ def _plan(nodes: set[str], edges: set[tuple[str, str]]) -> _Plan | None:
     index = {n: i for i, n in enumerate(order)}
     succ: list[list[int]] = [[] for _ in order]
     pred: dict[int, list[int]] = {i: [] for i in range(len(order))}
-    for u, v in sorted(edges):
-        succ[index[u]].append(index[v])
-        pred[index[v]].append(index[u])
+    for src, dst in sorted(edges):
+        succ[index[src]].append(index[dst])
+        pred[index[dst]].append(index[src])
     try:
         topo = list(graphlib.TopologicalSorter(pred).static_order())
     except graphlib.CycleError:
@@ -202,7 +202,8 @@ def _plan(nodes: set[str], edges: set[tuple[str, str]]) -> _Plan | None:
     for i in range(len(order)):
         if not pred[i] and succ[i]:
             layer[i] = min(layer[j] for j in succ[i]) - 1
-    names, succ2 = list(order), [[] for _ in order]
+    names = list(order)
+    succ2: list[list[int]] = [[] for _ in order]
     for u in range(len(order)):
         for v in succ[u]:
             prev = u
@@ -360,7 +361,7 @@ def _draw(plan: _Plan, labels: dict[str, str], selected: str | None, rounded: Co
                 continue
             name = plan.names[i]
             style = "heavy" if name == selected else "round" if name in rounded else "plain"
-            tl, tr, bl, br, h, v, _tee = _BOXES[style]
+            tl, tr, bl, br, h, v, _tee = tuple(_BOXES[style])
             label = labels[name]
             inner = len(label) + 2
             canvas.text(xs[lay], y, tl + h * inner + tr)

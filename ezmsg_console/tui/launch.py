@@ -53,4 +53,4 @@ def find_or_embed(address: Any = None, token: str | None = None, *, embed: bool 
         raise ServerUnreachable(f"no GraphServer answers at {found.address} (and --no-embed was given)",
                                 {"address": str(found.address)})
     embedded = EmbeddedDemo.start_anywhere(resolve_address(found.address), token)
-    return Target(embedded.address, token, embedded)
+    return Target(embedded.bound_address, token, embedded)

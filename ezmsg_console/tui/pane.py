@@ -44,7 +44,7 @@ class Pane(Widget):
         return self.monitor.state
 
     @property
-    def console(self) -> ConsoleApp:  # type: ignore[override]
+    def console(self) -> ConsoleApp:
         return self.app  # type: ignore[return-value]
 
     def on_mount(self) -> None:

@@ -112,7 +112,7 @@ class SettingsPane(Pane):
         address = self.selected
         state = self.state.settings.get(address) if address else None
         info = self._infos.get(address) if address else None
-        if state is None or info is None:
+        if not address or state is None or info is None:
             self._fields = {}
             self.table("fields").set_rows({})
             self.table("history").set_rows({})

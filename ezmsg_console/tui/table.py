@@ -340,4 +340,4 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cells_as_given(_key: str, cells: Any) -> tuple[Cell, ...]:
-    return cells  # type: ignore[no-any-return]
+    return cells

@@ -88,7 +88,7 @@ class TopologyPane(Pane):
             yield LiveTable(_columns(tr.EVENT_COLUMNS), sort_column=0, reverse=True, id="topo-events")
 
     @property
-    def tree(self) -> LiveTable:
+    def tree(self) -> LiveTable:  # type: ignore[override]  # shadows DOMNode.tree, a debug-log rendering
         return self.query_one("#topo-tree", LiveTable)
 
     @property

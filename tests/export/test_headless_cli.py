@@ -99,7 +99,8 @@ def test_snapshot_csv(demo, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(folder)) == ["edges.csv", "errors.csv", "processes.csv", "publishers.csv",
                                           "settings.csv", "subscribers.csv"]
-    settings = list(csv.DictReader(open(folder / "settings.csv", newline="")))
+    with open(folder / "settings.csv", newline="") as f:
+        settings = list(csv.DictReader(f))
     assert {(r["component"], r["field"], r["type"]) for r in settings} >= {("DEMO/FILTER", "cutoff_hz", "float"),
                                                                            ("DEMO/FILTER", "mode", "enum")}
     single = run_cli("snapshot", "--format", "csv", "--include", "edges", "--address", str(demo.address))

@@ -207,7 +207,7 @@ class EzmsgServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.version = ""
         self._procs: list[psutil.Process] = []
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - open while the pipeline runs
         self.shm_before = ezmsg_shm_segments()
 
     @property

@@ -254,4 +254,5 @@ async def test_read_only_console_on_ezmsg_sends_nothing(shared_pipeline: Any) ->
         snap = await app.monitor.ctx.process_profiling_snapshot("DEMO/FILTER")
         assert snap.trace is None  # nothing reached the pipeline
         states = {s.component_address: s for s in await app.monitor.ctx.settings_snapshot()}
-        assert app.monitor.state.settings[GEN].seq == seq and states[GEN].value.structured_value["rate_hz"] == _rate(app)
+        assert app.monitor.state.settings[GEN].seq == seq
+        assert states[GEN].value.structured_value["rate_hz"] == _rate(app)

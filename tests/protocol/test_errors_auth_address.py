@@ -11,7 +11,7 @@ from ezmsg_console.protocol.address import (
     DEFAULT_PORT,
     TOKEN_ENV,
     Address,
-    is_loopback_host,
+    loopback_literal,
     parse_address,
     resolve_address,
     resolve_token,
@@ -212,7 +212,8 @@ def test_parse_address_good(text: str, expected: Address) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["host", "h:99999", ":80", "h:x", "h:", "", "h:-1", "h:+80", "h: 80", "[::1]", "[::1]5", "[]:5", "[::1:5", "h:65536"],
+    ["host", "h:99999", ":80", "h:x", "h:", "", "h:-1", "h:+80", "h: 80", "[::1]", "[::1]5", "[]:5", "[::1:5",
+     "h:65536"],
 )
 def test_parse_address_bad(text: str) -> None:
     with pytest.raises(errors.ConfigurationError):
@@ -272,5 +273,9 @@ def test_resolve_token() -> None:
         ("fe80::1%eth0", False),
     ],
 )
-def test_is_loopback_host(host: str, expected: bool) -> None:
-    assert is_loopback_host(host) is expected
+def test_loopback_literal(host: str, expected: bool) -> None:
+    assert loopback_literal(host) is expected
+
+
+def test_loopback_literal_leaves_names_to_a_lookup() -> None:
+    assert loopback_literal("graph.example") is None

@@ -193,7 +193,8 @@ def test_random_bytes_only_protocol_errors(side: Side, stage: str, data: bytes, 
 @pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT])
 @pytest.mark.parametrize("stage", ["fresh", "mid", "open"])
 @FUZZ
-@given(bodies=st.lists(st.binary(max_size=120), min_size=1, max_size=4), cuts=st.lists(st.integers(0, 600), max_size=10))
+@given(bodies=st.lists(st.binary(max_size=120), min_size=1, max_size=4),
+       cuts=st.lists(st.integers(0, 600), max_size=10))
 def test_random_frame_bodies_only_protocol_errors(
     side: Side, stage: str, bodies: list[bytes], cuts: list[int]
 ) -> None:
