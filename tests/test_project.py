@@ -33,7 +33,8 @@ def _readme_table_vars() -> set[str]:
 
 
 def test_the_readme_lists_every_environment_variable_the_code_reads() -> None:
-    sources = [*(ROOT / "ezmsg_console").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    sources = [*(ROOT / "ezmsg_console").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+               ROOT / "tests" / "conftest.py"]
     used = {name for path in sources for name in ENV_VAR.findall(path.read_text())}
     assert {"EZMSG_CONSOLE_ADDRESS", "EZMSG_CONSOLE_LOOP"} <= used  # the scan itself works
     listed = _readme_table_vars()
