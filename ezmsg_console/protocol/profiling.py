@@ -479,7 +479,7 @@ UNMEASURED_FIELDS: dict[str, tuple[str, ...]] = {
     "queue": ("queue_depth",),
     "links": ("fanout", "shm_links", "tcp_links", "local_subscribers", "publishers"),
     "latency": ("latency_ns", "latency_ns_window"),
-    "histograms": ("timed_messages_total", "timed_messages_window"),  # percentiles may still come from traces
+    "histograms": ("timed_messages_total", "timed_messages_window", "timing_sample_k"),  # percentiles: traces
 }
 """The publisher/subscriber fields each name in ``ProcessProfilingSnapshot.unmeasured`` covers."""
 
