@@ -195,6 +195,7 @@ class Subscriber:
         self.timing = TimingSampler(host.timed_budget)
         """Which messages are timed; ``timing.timed`` counts them, ``timing.k`` is the current 1-in-k."""
         self._timed_one = self.timing.timed_one
+        self._sampled = self.timing.budget > 0
         self._untimed_left = 1  # countdown: the message that brings it to 0 is timed (so the first one is)
         self.trace_arrival = False  # stamp Delivery.arrival_ns (set by the tracer for the lease metric)
         self.trace: TraceHook | None = None
@@ -269,7 +270,11 @@ class Subscriber:
             published = delivery.publish_ns
             if published:
                 self.latency_add(now - published)  # bucketed in bulk, later (histogram.Histogram.flush)
-            self._untimed_left = self._timed_one(now, self.received - self.dropped - len(queue))
+            if self._sampled:
+                self._untimed_left = self._timed_one(now, self.received - self.dropped - len(queue))
+            else:  # budget 0: every message is timed, no window to keep
+                self._untimed_left = 1
+                self.timing.timed += 1
             left = self._until_flush - 1
             if left:
                 self._until_flush = left
