@@ -81,9 +81,7 @@ class Delivery:
         self.big = False  # a large shared-memory message: acknowledged without coalescing
         self.arrival_ns = 0  # stamped only while tracing
         self.start_ns = 0  # handler start, stamped by recv_delivery() for a timed or traced message
-        # ``timed`` (a timed message: its handler time goes into the histogram) is set by
-        # recv_delivery() together with start_ns, and only read when start_ns is set: an
-        # untimed, untraced message never pays for it.
+        # ``timed`` (handler time goes into the histogram) is set with start_ns, read only when it is set
 
     def done(self, *, kept: bool = False) -> None:
         """Finished with the message: the publisher may reuse its slot (idempotent).
