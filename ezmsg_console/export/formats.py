@@ -39,7 +39,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "subscribers": ("topic", "process_id", "endpoint_id", "messages_received_total", "bytes_received_total",
                     "drops_total", "receive_rate_hz_window", "bytes_rate_window", "latency_p50_ns",
                     "latency_p99_ns", "handler_p50_ns", "handler_p99_ns", "queue_depth", "leaky", "publishers",
-                    "channel_kind_last"),
+                    "channel_kind_last", "timed_messages_total", "timing_sample_k"),
     "errors": ("section", "process_id", "error_code", "error"),
 }
 
@@ -200,7 +200,7 @@ def _subscriber_rows(doc: dict[str, Any]) -> list[list[Any]]:
                      s.get("bytes_received_total"), s.get("drops_total"), s.get("receive_rate_hz_window"),
                      s.get("bytes_rate_window"), lat.get("p50_ns"), lat.get("p99_ns"), han.get("p50_ns"),
                      han.get("p99_ns"), s.get("queue_depth"), s.get("leaky"), s.get("publishers"),
-                     s.get("channel_kind_last")])
+                     s.get("channel_kind_last"), s.get("timed_messages_total"), s.get("timing_sample_k")])
     return rows
 
 

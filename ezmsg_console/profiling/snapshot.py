@@ -6,6 +6,11 @@ snapshot (``window_seconds`` long; 0 and 0.0 the first time). Observers are
 identified by the session that asked, and kept in a bounded LRU: an observer
 evicted (or new) starts again at window 0. One observer polling fast never
 shortens another's window.
+
+A subscriber's ``timed_messages_*`` count the messages its handler time and
+latency were measured for (see :mod:`.sampling`); its histograms' counts sum
+to those, not to the messages received. Building a snapshot also lets each
+subscriber re-pick its 1-in-k when its window has run out.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .histogram import EDGES_NS, NUM_BUCKETS
 
 MAX_OBSERVERS = 64
 _EMPTY: list[int] = [0] * NUM_BUCKETS
+_NO_SUB = (0, 0, 0, 0, _EMPTY, _EMPTY)
 
 
 class _Mark:
@@ -34,7 +40,7 @@ class _Mark:
     def __init__(self, t_ns: int) -> None:
         self.t_ns = t_ns
         self.pubs: dict[str, tuple[int, int, int, int]] = {}
-        self.subs: dict[str, tuple[int, int, int, Any, Any]] = {}
+        self.subs: dict[str, tuple[int, int, int, int, Any, Any]] = {}
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -84,25 +90,27 @@ class SnapshotBuilder:
 
         sub_rows = []
         for sub in sorted(subscribers, key=lambda s: s.sub_id):
-            handler, latency = sub.handler_ns, sub.latency_ns
-            totals3 = (sub.received, sub.bytes_received, sub.dropped)
-            mark.subs[sub.sub_id] = (*totals3, handler.copy_counts(), latency.copy_counts())
+            sub.retune_timing()
+            handler, latency, timing = sub.handler_ns, sub.latency_ns, sub.timing
+            totals4 = (sub.received, sub.bytes_received, sub.dropped, timing.timed)
+            mark.subs[sub.sub_id] = (*totals4, handler.copy_counts(), latency.copy_counts())
             sub_before = previous.subs.get(sub.sub_id) if previous is not None else None
             if previous is None:
-                d = [0, 0, 0]
+                d = [0, 0, 0, 0]
                 h_before = l_before = None
             else:
-                sub_before = sub_before or (0, 0, 0, _EMPTY, _EMPTY)
-                d = [t - b for t, b in zip(totals3, sub_before[:3])]
-                h_before, l_before = sub_before[3], sub_before[4]
+                sub_before = sub_before or _NO_SUB
+                d = [t - b for t, b in zip(totals4, sub_before[:4])]
+                h_before, l_before = sub_before[4], sub_before[5]
             sub_rows.append(SubscriberProfile(
-                endpoint_id=sub.sub_id, topic=sub.topic, messages_received_total=totals3[0],
-                bytes_received_total=totals3[1], drops_total=totals3[2], channel_kind_last=sub.last_channel,
+                endpoint_id=sub.sub_id, topic=sub.topic, messages_received_total=totals4[0],
+                bytes_received_total=totals4[1], drops_total=totals4[2], channel_kind_last=sub.last_channel,
                 leaky=sub.leaky, publishers=len(sub.publisher_ids), queue_depth=sub.pending,
                 messages_received_window=d[0], bytes_received_window=d[1], drops_window=d[2],
                 receive_rate_hz_window=_rate(d[0], window), bytes_rate_window=_rate(d[1], window),
                 handler_ns=handler.snapshot(), latency_ns=latency.snapshot(),
                 handler_ns_window=handler.window(h_before), latency_ns_window=latency.window(l_before),
+                timed_messages_total=totals4[3], timed_messages_window=d[3], timing_sample_k=timing.k,
             ))
 
         return ProcessProfilingSnapshot(

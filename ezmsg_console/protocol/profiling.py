@@ -363,7 +363,10 @@ class HistogramSnapshot:
     """A fixed log-bucket histogram of nanosecond values. Only non-empty buckets
     are listed: ``bucket_indices[i]`` has ``bucket_counts[i]`` values; bucket
     ``k`` spans ``[edges[k], edges[k+1])`` of the snapshot's ``histogram_edges_ns``.
-    ``sum_ns`` is estimated from bucket midpoints (within the bucket width)."""
+    ``sum_ns`` is estimated from bucket midpoints (within the bucket width).
+    ``count`` is how many values the histogram holds: for a subscriber's handler time
+    and latency that is (at most) its *timed* messages, not every message it received
+    (see :class:`SubscriberProfile`)."""
 
     count: int = 0
     sum_ns: int = 0
@@ -407,6 +410,19 @@ class PublisherProfile:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SubscriberProfile:
+    """One subscriber's counters and timing histograms.
+
+    Counters (messages, bytes, drops) count every message. Handler time and
+    latency are measured for the *timed* messages only: every message while the
+    subscriber handles fewer than its budget per second, else a deterministic 1
+    in ``timing_sample_k`` (1: every message). ``timed_messages_total`` /
+    ``_window`` count the timed messages; a histogram's ``count`` is at most
+    that (a message from another host has no latency, one taken with ``recv()``
+    no handler span), never the message count, and its percentiles estimate the
+    distribution from the timed messages. ``timed_messages_*`` are None from a
+    process that does not report them (an older one, which timed every message,
+    or ezmsg 3.9, whose handler percentiles come from trace samples)."""
+
     endpoint_id: str
     topic: str
     messages_received_total: int
@@ -425,6 +441,9 @@ class SubscriberProfile:
     handler_ns_window: HistogramSnapshot = HistogramSnapshot()
     latency_ns: HistogramSnapshot = HistogramSnapshot()
     latency_ns_window: HistogramSnapshot = HistogramSnapshot()
+    timed_messages_total: int | None = None
+    timed_messages_window: int | None = None
+    timing_sample_k: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -462,7 +481,7 @@ UNMEASURED_FIELDS: dict[str, tuple[str, ...]] = {
     "queue": ("queue_depth",),
     "links": ("fanout", "shm_links", "tcp_links", "local_subscribers", "publishers"),
     "latency": ("latency_ns", "latency_ns_window"),
-    "histograms": (),  # bucketed histograms: the percentiles may still come from trace samples
+    "histograms": ("timed_messages_total", "timed_messages_window", "timing_sample_k"),  # percentiles: traces
 }
 """The publisher/subscriber fields each name in ``ProcessProfilingSnapshot.unmeasured`` covers."""
 

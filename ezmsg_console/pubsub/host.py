@@ -22,6 +22,7 @@ from ..protocol import messages as m
 from ..protocol.endpoints import RegisterPublisher, RegisterSubscriber, RoutesUpdate, UnregisterEndpoint
 from ..protocol.errors import ConfigurationError, ConsoleError
 from ..protocol.graph import PublisherInfo, SubscriberInfo
+from ..profiling.sampling import DEFAULT_TIMED_BUDGET, parse_timed_budget
 from .channel import PublisherLink
 from .publisher import Publisher
 from .subscriber import Subscriber
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 DATA_HOST_ENV = "EZMSG_CONSOLE_DATA_HOST"
 RUN_TAG_ENV = "EZMSG_CONSOLE_RUN_TAG"
 HISTOGRAMS_ENV = "EZMSG_CONSOLE_PROFILING_HISTOGRAMS"
+TIMED_BUDGET_ENV = "EZMSG_CONSOLE_PROFILING_TIMED_BUDGET"
 DEFAULT_BUF_SIZE = 64 * 1024
 DEFAULT_NUM_BUFFERS = 32
 REJOIN_GRACE_S = 5.0
@@ -53,11 +55,22 @@ def host_identity() -> str:
     return f"{socket.gethostname()}:{boot}:{netns}"
 
 
+def timed_budget_from_env() -> int:
+    """The timing budget from :data:`TIMED_BUDGET_ENV` (read now), else the default."""
+    raw = os.environ.get(TIMED_BUDGET_ENV)
+    try:
+        budget = parse_timed_budget(raw)
+    except ValueError:
+        raise ConfigurationError(f"{TIMED_BUDGET_ENV} must be a whole number of timed messages per second "
+                                 f"(0: time every message), not {raw!r}") from None
+    return DEFAULT_TIMED_BUDGET if budget is None else budget
+
+
 class EndpointHost:
     """Creates publishers and subscribers bound to one control connection."""
 
     def __init__(self, conn: ClientConnection, *, run_tag: str | None = None, data_host: str | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, timed_budget: int | None = None) -> None:
         self.conn = conn
         self.run_tag = run_tag or os.environ.get(RUN_TAG_ENV) or uuid.uuid4().hex[:8]
         self.data_host = data_host or os.environ.get(DATA_HOST_ENV) or "127.0.0.1"
@@ -68,6 +81,8 @@ class EndpointHost:
         self.subscribers: dict[str, Subscriber] = {}
         self.histograms = os.environ.get(HISTOGRAMS_ENV, "1") not in ("0", "false", "no", "off")
         """Handler-time and latency histograms for new subscribers (the per-process switch)."""
+        self.timed_budget = timed_budget if timed_budget is not None else timed_budget_from_env()
+        """Timed messages per second per subscriber before only 1 in k is timed (0: time every message)."""
         self._unix_address = ""
         self._tcp_port = 0
         self._servers: list[asyncio.AbstractServer] = []

@@ -10,6 +10,11 @@ A normal subscriber acknowledges a message when its handler is done with it,
 so a slow handler holds the publisher back (backpressure). A *leaky*
 subscriber acknowledges on arrival and keeps at most ``max_queue`` messages,
 dropping the oldest and counting the drops.
+
+Counters are exact for every message. Handler time and latency are measured
+for the *timed* messages only: every message while the subscriber handles
+fewer than its budget per second, a deterministic 1 in k above it (see
+:mod:`..profiling.sampling`); an untimed message reads no clock.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 from ..protocol.errors import ConsoleError, DecodeError
 from ..protocol.graph import PublisherInfo, SubscriberInfo
 from ..profiling.histogram import Histogram
+from ..profiling.sampling import TimingSampler
 from . import payload
 from .channel import KIND_SHM, SubscriberLink
 
@@ -40,7 +46,7 @@ log = logging.getLogger(__name__)
 LINK_TIMEOUT = 5.0
 BIG_MESSAGE = 64 * 1024
 FLUSH_EVERY = 4096
-"""Messages received between two bucketings of the histograms (see :meth:`Subscriber.flush_histograms`)."""
+"""Timed messages between two bucketings of the histograms (see :meth:`Subscriber.flush_histograms`)."""
 TraceHook = Callable[[tuple[Any, ...]], None]
 """Called as trace((handler_end_ns, handler_start_ns, arrival_ns, publish_ns, msg_id, channel)) when a
 handled message is done (one flat tuple, so the hook can be a bound ``list.extend``)."""
@@ -59,7 +65,8 @@ class Delivery:
     """
 
     __slots__ = ("msg", "_source", "slot", "msg_id", "publish_ns", "channel", "_acked", "_anchor", "_owner", "big",
-                 "arrival_ns", "start_ns")
+                 "arrival_ns", "start_ns", "timed")
+    timed: bool  # set with start_ns by recv_delivery() (not in __init__: the hot path assigns it only then)
 
     def __init__(self, msg: Any, source: Any, slot: int, msg_id: int, publish_ns: int, channel: str,
                  anchor: Any = None, owner: Subscriber | None = None) -> None:
@@ -74,7 +81,8 @@ class Delivery:
         self._owner = owner
         self.big = False  # a large shared-memory message: acknowledged without coalescing
         self.arrival_ns = 0  # stamped only while tracing
-        self.start_ns = 0  # handler start, stamped by recv_delivery()
+        self.start_ns = 0  # handler start, stamped by recv_delivery() for a timed or traced message
+        # ``timed`` (handler time goes into the histogram) is set with start_ns, read only when it is set
 
     def done(self, *, kept: bool = False) -> None:
         """Finished with the message: the publisher may reuse its slot (idempotent).
@@ -88,7 +96,7 @@ class Delivery:
             self.start_ns = 0
             end = _monotonic_ns()
             owner: Subscriber = self._owner  # type: ignore[assignment]  # start_ns is only ever set by the owner's recv_delivery()
-            if owner.histograms:
+            if self.timed:
                 owner.handler_add(end - start)  # bucketed in bulk, later (histogram.Histogram.flush)
             trace = owner.trace
             if trace is not None:
@@ -183,6 +191,11 @@ class Subscriber:
         self.handler_add = self.handler_ns.pending.append
         self.latency_add = self.latency_ns.pending.append
         self._until_flush = FLUSH_EVERY
+        self.timing = TimingSampler(host.timed_budget)
+        """Which messages are timed; ``timing.timed`` counts them, ``timing.k`` is the current 1-in-k."""
+        self._timed_one = self.timing.timed_one
+        self._sampled = self.timing.budget > 0
+        self._untimed_left = 1  # countdown: the message that brings it to 0 is timed (so the first one is)
         self.trace_arrival = False  # stamp Delivery.arrival_ns (set by the tracer for the lease metric)
         self.trace: TraceHook | None = None
 
@@ -231,8 +244,9 @@ class Subscriber:
     async def recv_delivery(self) -> Delivery:
         """The next message with its lease; call ``done()`` on it when finished.
 
-        The time from here to ``done()`` is recorded as handler time, and the
-        time since it was published (same host) as latency.
+        For a timed message (see :attr:`timing`), the time from here to
+        ``done()`` is recorded as handler time, and the time since it was
+        published (same host) as latency. An untimed message costs a countdown.
         """
         queue = self._queue
         while not queue:
@@ -242,11 +256,24 @@ class Subscriber:
             await self._arrived.wait()
         delivery = queue.popleft()
         if self.histograms:
-            now = _monotonic_ns()
+            left = self._untimed_left - 1
+            if left:  # not timed: no clock read unless tracing wants the handler span
+                self._untimed_left = left
+                if self.trace is not None:
+                    delivery.start_ns = _monotonic_ns()
+                    delivery.timed = False
+                return delivery
+            now = _monotonic_ns()  # one read serves the latency, the handler span and the trace
             delivery.start_ns = now
+            delivery.timed = True
             published = delivery.publish_ns
             if published:
                 self.latency_add(now - published)  # bucketed in bulk, later (histogram.Histogram.flush)
+            if self._sampled:
+                self._untimed_left = self._timed_one(now, self.received - self.dropped - len(queue))
+            else:  # budget 0: every message is timed, no window to keep
+                self._untimed_left = 1
+                self.timing.timed += 1
             left = self._until_flush - 1
             if left:
                 self._until_flush = left
@@ -254,12 +281,25 @@ class Subscriber:
                 self.flush_histograms()
         elif self.trace is not None:
             delivery.start_ns = _monotonic_ns()
+            delivery.timed = False
         return delivery
+
+    @property
+    def handled(self) -> int:
+        """Messages handed out by :meth:`recv_delivery` (received, minus dropped and queued)."""
+        return self.received - self.dropped - len(self._queue)
+
+    def retune_timing(self) -> None:
+        """Re-pick k if its window has run out (a snapshot calls this, so a subscriber whose
+        rate fell is timed more often again without waiting for its next timed message)."""
+        timing = self.timing
+        if timing.retune(_monotonic_ns(), self.handled):
+            self._untimed_left = min(self._untimed_left, timing.k)
 
     def flush_histograms(self) -> None:
         """Bucket the values recorded since the last flush (reading a histogram does it too).
-        :meth:`recv_delivery` calls it every :data:`FLUSH_EVERY` messages, which bounds the raw
-        values held: each message adds at most one to each histogram (its ``done()`` may come later)."""
+        :meth:`recv_delivery` calls it every :data:`FLUSH_EVERY` timed messages, which bounds the
+        raw values held: each message adds at most one to each histogram (its ``done()`` may come later)."""
         self._until_flush = FLUSH_EVERY
         self.handler_ns.flush()
         self.latency_ns.flush()

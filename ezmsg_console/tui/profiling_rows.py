@@ -13,7 +13,9 @@ on a monochrome terminal and to colour-blind eyes:
 * ``✕ TIMEOUT`` (red) a process that did not answer the profiling poll (its error code).
 
 Window values (since the previous poll) are shown when the window has data;
-otherwise the totals since the process started, dimmed. A counter the process
+otherwise the totals since the process started, dimmed. Percentiles come from
+the *timed* messages; above its timing budget a subscriber times 1 in k, and the
+detail panel says ``sampled 1/k`` next to them. A counter the process
 does not measure (an ezmsg 3.9 process has no bytes, backpressure, drops,
 queue or link counts) reads ``n/a``, never a fake zero.
 """
@@ -156,6 +158,13 @@ def hist_cell(window: HistogramSnapshot, total: HistogramSnapshot) -> Val:
     if not hist.count:
         return _v(None, "-", DIM)
     return _v(hist.p99_ns, f"{compact_ns(hist.p50_ns)}/{compact_ns(hist.p99_ns)}", "" if is_window else DIM)
+
+
+def sampled_text(sub: SubscriberProfile) -> str:
+    """``sampled 1/k`` when the subscriber times only 1 in k messages (its percentiles are
+    estimated from that sample), else "" (every message timed)."""
+    k = sub.timing_sample_k
+    return f"sampled 1/{k}" if k > 1 else ""
 
 
 def links_text(pub: PublisherProfile) -> str:
@@ -395,9 +404,14 @@ def endpoint_detail(snap: ProcessProfilingSnapshot, ep: PublisherProfile | Subsc
             handler = "n/a until traced (t)"
         latency = m("latency", f"p50 {fmt_ns(lat.p50_ns)} p99 {fmt_ns(lat.p99_ns)} max {fmt_ns(lat.max_ns)} "
                                f"({'window' if lat_window else 'total'})")
-        lines.append(Text(f"handler {handler}   latency {latency}"))
+        line = Text(f"handler {handler}   latency {latency}")
+        if sampled_text(ep):
+            line.append(f"   {sampled_text(ep)}", style="italic")
+        lines.append(line)
+        timed = "" if ep.timed_messages_total is None else f" ({fmt_count(ep.timed_messages_total)} timed)"
         lines.append(Text(
-            f"totals  {fmt_count(ep.messages_received_total)} msgs  {m('bytes', fmt_bytes(ep.bytes_received_total))}"
+            f"totals  {fmt_count(ep.messages_received_total)} msgs{timed}  "
+            f"{m('bytes', fmt_bytes(ep.bytes_received_total))}"
             f"  drops {m('drops', fmt_count(ep.drops_total))}  {'leaky' if ep.leaky else 'lossless'}  "
             f"publishers {m('links', str(ep.publishers))}  queue {m('queue', str(ep.queue_depth))}", style=DIM))
     return lines

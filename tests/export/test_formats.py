@@ -195,6 +195,25 @@ def test_settings_table_flattens_nested_fields_with_their_types():
     assert parsed[3] == ["A/MID", "inner.taps", "[1,2]", "list", "4"]
 
 
+def test_timing_sample_fields_are_exported_and_null_where_not_reported():
+    sampled = SubscriberProfile("e2", "A/MID/IN", 10_000, 100, 0, "SHM", timed_messages_total=342,
+                                timed_messages_window=120, timing_sample_k=114)
+    snap = dataclasses.replace(profile("p1"), subscribers=(sampled,))
+    doc = build_document(address="127.0.0.1:9", snapshot=graph_snapshot(None), sections=["profiling"],
+                         captured=1.0, profiling={"p1": snap})
+    sub = json.loads(formats.to_json(doc))["profiling"]["p1"]["subscribers"][0]
+    assert (sub["timed_messages_total"], sub["timed_messages_window"], sub["timing_sample_k"]) == (342, 120, 114)
+    row = next(csv.DictReader(io.StringIO(table_csv(doc, "subscribers"))))
+    assert (row["messages_received_total"], row["timed_messages_total"], row["timing_sample_k"]) == \
+        ("10000", "342", "114")
+    ezmsg = dataclasses.replace(snap, unmeasured=("histograms",))  # handler percentiles from trace samples only
+    doc = build_document(address="127.0.0.1:9", snapshot=graph_snapshot(None), sections=["profiling"],
+                         captured=1.0, profiling={"p1": ezmsg}, backend="ezmsg", server_label="ezmsg 3.9.0")
+    sub = doc["profiling"]["p1"]["subscribers"][0]
+    assert [sub[k] for k in ("timed_messages_total", "timed_messages_window", "timing_sample_k")] == [None] * 3
+    row = next(csv.DictReader(io.StringIO(table_csv(doc, "subscribers"))))
+    assert row["timed_messages_total"] == "" and row["timing_sample_k"] == ""
+
 def test_other_tables():
     doc = document()
     assert formats.table(doc, "edges")[1][0] == ["A/MID/OUT", "A/SINK/IN", "A/MID", "A/SINK", "s1"]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ezmsg_console.profiling.histogram import EDGES_NS, NUM_BUCKETS, Histogram, bucket_of, upper_edge
+from ezmsg_console.profiling.sampling import TimingSampler
 from ezmsg_console.profiling.snapshot import SnapshotBuilder
 from ezmsg_console.profiling.trace import TraceRing
 
@@ -91,6 +92,7 @@ def test_subscriber_histograms_count_every_message_and_stay_bounded() -> None:
 
     class Host:
         histograms = True
+        timed_budget = 0  # time every message
 
     class Source:
         def release_local(self, slot: int) -> None:
@@ -162,6 +164,10 @@ class _Sub:
         self.publisher_ids = ["P"]
         self.pending = 0
         self.handler_ns, self.latency_ns = Histogram(), Histogram()
+        self.timing = TimingSampler(0)
+
+    def retune_timing(self) -> None:
+        pass
 
 
 def test_reference_window_arithmetic_per_observer() -> None:

@@ -35,7 +35,7 @@ from ezmsg_console.protocol.graph import (
     TopologyEventType,
 )
 from ezmsg_console.protocol.messages import Role, StreamKind
-from ezmsg_console.protocol.wire import Message, decode_message, encode_message, known_kinds
+from ezmsg_console.protocol.wire import Message, decode_message, encode_message, from_wire, known_kinds, to_wire
 
 # -- one example of every kind ------------------------------------------------
 
@@ -640,3 +640,35 @@ def test_free_form_nesting_is_bounded_so_whatever_decodes_re_encodes(depth: int)
         return
     msg = decode_message(unpackb(body))
     assert decode_message(unpackb(packb(encode_message(msg)))) == msg
+
+
+# -- profiling snapshots: the timing sample fields ----------------------------------
+
+
+def _sampled_snapshot(**timing: Any) -> profiling.ProcessProfilingSnapshot:
+    hist = profiling.HistogramSnapshot(count=40, sum_ns=4000, p50_ns=90.0, p90_ns=120.0, p99_ns=150.0,
+                                       max_ns=160.0, bucket_indices=(20, 21), bucket_counts=(30, 10))
+    sub = profiling.SubscriberProfile("sub-1", "A/IN", 4000, 0, 0, "LOCAL", handler_ns=hist, latency_ns=hist,
+                                      **timing)
+    return profiling.ProcessProfilingSnapshot(
+        process_id="p", pid=1, host="h", timestamp_mono_ns=5, timestamp_wall_s=6.0, window_seconds=1.0,
+        histograms_enabled=True, histogram_edges_ns=(0, 10), subscribers=(sub,))
+
+
+def test_timing_sample_fields_round_trip_through_msgpack() -> None:
+    snap = _sampled_snapshot(timed_messages_total=40, timed_messages_window=12, timing_sample_k=100)
+    raw = unpackb(packb(to_wire(snap)))
+    sub = raw["subscribers"][0]
+    assert (sub["timed_messages_total"], sub["timed_messages_window"], sub["timing_sample_k"]) == (40, 12, 100)
+    back = from_wire(profiling.ProcessProfilingSnapshot, raw)
+    assert back == snap and back.subscribers[0].timing_sample_k == 100
+
+
+def test_a_snapshot_from_an_older_peer_decodes_with_timing_unreported() -> None:
+    raw = unpackb(packb(to_wire(_sampled_snapshot(timed_messages_total=40, timed_messages_window=12,
+                                                       timing_sample_k=100))))
+    for name in ("timed_messages_total", "timed_messages_window", "timing_sample_k"):
+        del raw["subscribers"][0][name]  # what a process from before sampling sends
+    sub = from_wire(profiling.ProcessProfilingSnapshot, raw).subscribers[0]
+    assert (sub.timed_messages_total, sub.timed_messages_window, sub.timing_sample_k) == (None, None, 1)
+    assert sub == _sampled_snapshot().subscribers[0]

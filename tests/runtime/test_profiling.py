@@ -133,9 +133,15 @@ async def burst_delivered(ctx: GraphContext, n: int) -> int:
     first = await published(ctx)
     await burst(ctx, n)
     for unit in (FAST, SLOW):
-        await until(ctx, unit, lambda s, u=unit: sub(s, f"{u}/INPUT").handler_ns.count >= first + n,
+        await until(ctx, unit, lambda s, u=unit: handled_all(sub(s, f"{u}/INPUT"), first + n),
                     f"{unit} handling the burst", timeout=TIMEOUT + n * 0.05)
     return first
+
+
+def handled_all(row: SubscriberProfile, n: int) -> bool:
+    """``row`` received ``n`` messages, none is queued, and every timed one's handler is done."""
+    return row.messages_received_total >= n and row.queue_depth == 0 \
+        and row.handler_ns.count == row.timed_messages_total
 
 
 # --------------------------------------------------------------------------- counters
@@ -155,9 +161,10 @@ async def test_counts_and_bytes_match_what_was_sent(rig: Rig) -> None:
     assert fast.messages_received_total - before_fast.messages_received_total == n
     assert fast.bytes_received_total - before_fast.bytes_received_total == n * MSG_BYTES
     assert fast.channel_kind_last == "SHM"
-    # Every message is in both histograms.
-    assert fast.handler_ns.count == fast.messages_received_total
-    assert fast.latency_ns.count == fast.messages_received_total
+    # Far under the timing budget: every message is timed, and is in both histograms.
+    assert fast.timing_sample_k == 1
+    assert fast.timed_messages_total == fast.messages_received_total
+    assert fast.handler_ns.count == fast.latency_ns.count == fast.timed_messages_total
     assert sum(fast.handler_ns.bucket_counts) == fast.handler_ns.count
     assert 0 < fast.latency_ns.p50_ns < 1e9  # same host: publish -> handler start, well under a second
     assert after_pub.num_buffers == 4 and after_pub.fanout == 3 and after_pub.shm_links == 3
@@ -197,13 +204,15 @@ async def test_leaky_drops_are_the_messages_its_handler_never_saw(rig: Rig) -> N
     def settled(s: ProcessProfilingSnapshot) -> bool:
         row = sub(s, f"{LEAKY}/INPUT")
         return row.queue_depth == 0 and row.messages_received_total == published_total \
-            and row.handler_ns.count + row.drops_total == row.messages_received_total
+            and row.timed_messages_total is not None \
+            and row.timed_messages_total + row.drops_total == row.messages_received_total \
+            and row.handler_ns.count == row.timed_messages_total
 
     snap = await until(ctx, LEAKY, settled, "LEAKY settling")
     row = sub(snap, f"{LEAKY}/INPUT")
-    assert row.leaky
+    assert row.leaky and row.timing_sample_k == 1  # a slow handler: far under the budget, all timed
     assert row.drops_total > 0
-    assert row.drops_total == published_total - row.handler_ns.count
+    assert row.drops_total == published_total - row.timed_messages_total
 
 
 async def test_two_observers_each_get_their_own_window(rig: Rig) -> None:

@@ -158,3 +158,20 @@ def test_what_a_backend_does_not_measure_reads_n_a_and_sorts_as_none() -> None:
     assert "handler n/a until traced" in detail and "latency n/a" in detail and "drops n/a" in detail
     native = dict(zip(cols, (v.text.plain for v in pr.subscriber_row(sub, _snap((), (sub,)), None, ()))))
     assert native["drops"] == "0" and native["queue"] == "0"  # measured zeros stay zeros
+
+
+def test_sampled_timing_reads_sampled_1_in_k_next_to_the_percentiles() -> None:
+    hist = HistogramSnapshot(count=40, p50_ns=2000, p99_ns=9000)
+    sampled = _sub(handler_ns_window=hist, latency_ns_window=hist, timed_messages_total=40, timing_sample_k=25)
+    lines = [line.plain for line in pr.endpoint_detail(_snap((), (sampled,)), sampled, [1.0], [2.0])]
+    percentiles = next(line for line in lines if line.startswith("handler p50"))
+    assert percentiles.endswith("sampled 1/25") and "latency p50 2.00 us" in percentiles
+    assert "100 msgs (40 timed)" in "\n".join(lines)
+    assert pr.sampled_text(sampled) == "sampled 1/25"
+
+    every = _sub(handler_ns_window=hist, timed_messages_total=100, timing_sample_k=1)
+    detail = "\n".join(line.plain for line in pr.endpoint_detail(_snap((), (every,)), every, [1.0], [2.0]))
+    assert "sampled" not in detail and pr.sampled_text(every) == ""  # every message timed: no mark
+    older = _sub(handler_ns_window=hist)  # a peer that does not report timing
+    detail = "\n".join(line.plain for line in pr.endpoint_detail(_snap((), (older,)), older, [1.0], [2.0]))
+    assert "sampled" not in detail and "timed" not in detail
