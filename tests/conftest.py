@@ -44,6 +44,18 @@ def free_address() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``): a module's tests run together on one worker,
+    so a module-scoped pipeline starts once; the ezmsg backend's modules all share one worker,
+    because upstream names its shared memory at random and each module's clean-up removes the
+    ezmsg segments that appeared during its run and that nobody maps."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.nodeid.split("::", 1)[0]
+            group = "ezmsg-backend" if module.startswith("tests/ezmsg_backend/") else module
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _no_env_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose their own addresses and tokens."""
