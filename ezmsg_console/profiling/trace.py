@@ -7,27 +7,36 @@ endpoints the control selects. Every configure clears all rings and sampling
 counters.
 
 The hooks do as little as possible and read no clock: the endpoints pass the
-timestamps they took anyway. A publisher calls ``hook(publisher, msg_id,
-publish_ns, waited)`` with the send stamp it puts in the message; a subscriber
-stamps ``delivery.arrival_ns`` itself (only while ``trace_arrival`` is set: the
-lease metric is wanted) and calls ``trace(row)`` with one flat tuple ``(handler
-end, handler start, arrival, publish, msg_id, channel)`` per handled message,
-from which that message's ``lease_time_ns``, ``handler_ns`` and
-``e2e_latency_ns`` samples are derived. With ``sample_mod=1`` the subscriber's
-``trace`` *is* the ring's bound ``list.extend`` (no Python frame at all); with
-sampling it is a small closure that counts. A publisher hook appends ``(timestamp,
-msg_id, waited)`` rows to its ring (``waited`` 0 for a ``publish_delta_ns`` row,
-> 0 for a ``backpressure_wait_ns`` row).
+timestamps they took anyway. A publisher calls ``hook(row)`` with one flat
+tuple ``(publish_ns, msg_id, waited)`` per publish (the send stamp it puts in
+the message, and its backpressure wait, 0 if none); a subscriber stamps
+``delivery.arrival_ns`` itself (only while ``trace_arrival`` is set: the lease
+metric is wanted; a same-process delivery takes the publisher's send stamp,
+taken a moment before in the same call, instead of reading the clock) and calls
+``trace(row)`` with one flat tuple ``(handler end, handler start, arrival,
+publish, msg_id, channel code)`` per handled message (the code: the channel kind's
+position in ``TRACE_CHANNELS``, the batches' channel table), from which that message's
+``lease_time_ns``, ``handler_ns`` and ``e2e_latency_ns`` samples are derived.
+With ``sample_mod=1`` both hooks *are* the ring's bound ``list.extend`` (no
+Python frame at all); with sampling, or a metric filter that leaves the
+publish deltas out, a publisher's hook is a small closure that counts and
+records a wait that is not sampled as ``(publish_ns, msg_id, -waited)`` (a
+negative wait: no delta sample for that publish). A publisher row yields a
+``backpressure_wait_ns`` sample if it waited, then a ``publish_delta_ns``
+sample.
 
 Every few milliseconds (the push loop's fold tick) :meth:`TraceRing.fold`
-converts a ring's rows into a chunk of numpy columns (a few ``fromiter``
-calls) and empties the list. Folding often matters more than it seems: a row
+converts a ring's rows into an int64 chunk (one ``fromiter`` call) and
+empties the list. Folding often matters more than it seems: a row
 list that grows for a whole push interval keeps tens of thousands of Python
 ints alive, and that alone costs the data plane several percent of its
 throughput (measured with the pub/sub benchmark); converted, a row is a few
-packed int64s. At drain time subscriber rows are expanded into samples with
-vectorised numpy (e2e at handler start, then lease and handler at its end, so
-a subscriber handling one message at a time yields samples in time order).
+packed int64s. Everything else waits for the drain (or for
+:meth:`Tracer.prepare`, one ring at a time just before it): a ring's chunks are
+joined and turned into samples with vectorised numpy, once, so numpy's cost per
+call is paid per drain and not per fold (publisher rows give a wait and a delta
+sample; subscriber rows e2e at handler start, then lease and handler at its end,
+so a subscriber handling one message at a time yields samples in time order).
 
 A ring keeps the newest ``capacity`` samples (counted in samples, exactly as
 a ring that overwrites its oldest sample would when it is read) and counts
@@ -61,14 +70,18 @@ from ..protocol.errors import InvalidRequest
 from ..protocol.profiling import (
     ALL_METRICS,
     MAX_TRACE_ENDPOINTS,
-    MAX_TRACE_TABLE,
+    TRACE_CHANNELS,
     MAX_TTL_S,
     ProfilingTraceControl,
     TraceMetric,
 )
 
-RING_CAPACITY = 10000
-"""Samples kept per endpoint between two drains (the oldest are dropped and counted)."""
+RING_CAPACITY = 50000
+"""Samples kept per endpoint between two drains (the oldest are dropped and counted): at most
+~1.3 MB per endpoint, reached only if pushes stop. A busy endpoint gives ~4 samples per message, so
+at 200,000 messages/s a 20 ms push takes ~16,000 samples and the ring stays under a third full;
+with 10,000 the push loop had to push every few ms to keep up, and a push's fixed cost (a few
+dozen numpy calls, a frame) is what tracing a fast endpoint spends most on."""
 
 _PUBLISH_DELTA = TraceMetric.PUBLISH_DELTA_NS.value
 _WAIT = TraceMetric.BACKPRESSURE_WAIT_NS.value
@@ -85,6 +98,7 @@ _U8 = np.dtype(np.uint8)
 _EMPTY_I64 = np.zeros(0, _I64)
 _EMPTY_U8 = np.zeros(0, _U8)
 _SUB_METRICS = np.array([M_E2E, M_LEASE, M_HANDLER], _U8)
+_PUB_METRICS = np.array([M_WAIT, M_DELTA], _U8)
 _EMPTY_SAMPLES = (_EMPTY_I64, _EMPTY_I64, _EMPTY_I64, _EMPTY_U8, _EMPTY_U8)
 
 
@@ -114,13 +128,13 @@ class TraceColumns(NamedTuple):
 class TraceRing:
     """The samples of one endpoint: raw rows the hooks append, converted chunks, taken samples.
 
-    ``rows`` is a flat list, ``stride`` values per row (3: publisher, 6:
-    subscriber). :meth:`fold` converts the rows into one chunk of numpy columns
-    (cheap: a few ``fromiter`` calls, so it runs often and keeps ``rows``, and
-    the Python ints in it, small) and appends it to ``chunks``. Publisher chunks
-    hold finished samples (their ``publish_delta_ns`` needs the previous sampled
-    publish, so it is computed here); subscriber chunks hold rows, expanded into
-    up to three samples each by :meth:`columns` at drain time. ``rest`` is what a
+    ``rows`` is a flat list of ints, ``stride`` values per row (3: publisher, 6:
+    subscriber). :meth:`fold` converts the rows into one chunk, an ``(n, stride)``
+    int64 array (one ``fromiter`` call: it runs often and keeps ``rows``, and the
+    Python ints in it, small), and appends it to ``chunks``; everything derived from
+    the rows (publish deltas, wait samples, a subscriber row's up to three samples) is
+    computed by :meth:`columns`, once per drain, on all the chunks together, so the
+    per-call overhead of numpy is paid per drain rather than per fold. ``rest`` is what a
     drain left (finished samples, older than every chunk).
 
     ``count`` is the samples held (``rest`` plus chunks). A ring keeps the newest
@@ -129,7 +143,7 @@ class TraceRing:
     every sample dropped is counted in ``dropped`` until a drain reports and resets it."""
 
     __slots__ = ("index", "endpoint_id", "topic", "capacity", "stride", "rows", "chunks", "rest", "count", "dropped",
-                 "wants", "last_delta")
+                 "wants", "want_wait", "last_delta")
 
     def __init__(self, index: int, endpoint_id: str, topic: str, stride: int,
                  capacity: int = RING_CAPACITY) -> None:
@@ -138,12 +152,13 @@ class TraceRing:
         self.topic = topic
         self.capacity = capacity
         self.stride = stride
-        self.rows: list[Any] = []
-        self.chunks: collections.deque[tuple[int, tuple[np.ndarray, ...]]] = collections.deque()
+        self.rows: list[int] = []
+        self.chunks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self.rest: tuple[np.ndarray, ...] = _EMPTY_SAMPLES
         self.count = 0
         self.dropped = 0
         self.wants = (True, True, True)  # subscriber: lease, handler, e2e
+        self.want_wait = True  # publisher: backpressure_wait_ns samples
         self.last_delta = 0  # publisher: timestamp of the last sampled publish
 
     @property
@@ -151,83 +166,94 @@ class TraceRing:
         """Samples folded and not yet taken (rows not folded yet are not counted)."""
         return self.count
 
-    def fold(self, channel_code: Callable[[str], int]) -> None:
+    def fold(self) -> None:
         """Convert the recorded rows into a chunk; drop chunks the capacity no longer covers."""
         rows = self.rows
         if not rows:
             return
-        if self.stride == 3:
-            chunk = self._publisher_chunk(rows)
-        else:
-            chunk = self._subscriber_chunk(rows, channel_code)
+        raw = _i64(rows).reshape(-1, self.stride)
         rows.clear()  # the hooks hold this list's extend: it is emptied, never replaced
-        self.chunks.append(chunk)
-        self.count += chunk[0]
+        count = self._samples_in(raw)
+        self.chunks.append((count, raw))
+        self.count += count
         rest = len(self.rest[0])
         while self.chunks and self.count - (rest or self.chunks[0][0]) >= self.capacity:
             if rest:  # the oldest samples are what a drain left
                 self.rest, self.count, self.dropped, rest = _EMPTY_SAMPLES, self.count - rest, self.dropped + rest, 0
             else:
-                count, _columns = self.chunks.popleft()
+                count, raw = self.chunks.popleft()
+                if self.stride == 3:  # the next delta is measured from this chunk's last sampled publish
+                    stamps = raw[raw[:, 2] >= 0, 0]
+                    if len(stamps):
+                        self.last_delta = int(stamps[-1])
                 self.count -= count
                 self.dropped += count
 
-    def _publisher_chunk(self, rows: list[Any]) -> tuple[int, tuple[np.ndarray, ...]]:
-        ts, seqs, values = _i64(rows[0::3]), _i64(rows[1::3]), _i64(rows[2::3])
-        delta = values == 0  # a publish_delta_ns row; a wait row carries the wait (> 0)
-        if delta.all():
-            metric = np.full(len(ts), M_DELTA, _U8)
-            stamps = ts
-        else:
-            metric = np.where(delta, M_DELTA, M_WAIT).astype(_U8)
-            stamps = ts[delta]
+    def _samples_in(self, raw: np.ndarray) -> int:
+        """How many samples a chunk's rows will give."""
+        if self.stride == 3:
+            waited = raw[:, 2]
+            waits = int(np.count_nonzero(waited)) if self.want_wait else 0
+            unsampled = int(np.count_nonzero(waited < 0)) if waits or not self.want_wait else 0
+            return len(raw) - unsampled + waits
+        want_lease, want_handler, want_e2e = self.wants
+        return (len(raw) if want_handler else 0) + (int(np.count_nonzero(raw[:, 2])) if want_lease else 0) \
+            + (int(np.count_nonzero(raw[:, 3])) if want_e2e else 0)
+
+    def _publisher_samples(self, raw: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Publisher rows -> samples: a wait (if it waited), then the publish's delta."""
+        ts, seqs, waited = raw[:, 0], raw[:, 1], raw[:, 2]
+        delta = waited >= 0  # a sampled publish (a negative value is a wait alone)
+        every = bool(delta.all())
+        stamps = ts if every else ts[delta]
+        deltas = _EMPTY_I64
         if len(stamps):
             previous = np.empty_like(stamps)
             previous[0] = self.last_delta
             previous[1:] = stamps[:-1]
             self.last_delta = int(stamps[-1])
             deltas = np.where(previous != 0, stamps - previous, 0)  # 0 for the first sampled publish
-            if len(stamps) == len(ts):
-                values = deltas
-            else:
-                values[delta] = deltas
-        return len(ts), (ts, values, seqs, metric, np.zeros(len(ts), _U8))
+        waits = waited != 0 if self.want_wait else None
+        if waits is None or not waits.any():  # the common case: one delta sample per row
+            n = len(stamps)
+            return (np.ascontiguousarray(stamps), deltas, np.ascontiguousarray(seqs if every else seqs[delta]),
+                    np.full(n, M_DELTA, _U8), np.zeros(n, _U8))
+        n = len(ts)
+        values = np.zeros((n, 2), _I64)
+        values[:, 0] = np.abs(waited)
+        values[delta, 1] = deltas
+        keep = np.stack((waits, delta), axis=1).reshape(-1)
+        out_ts = np.repeat(ts, 2)[keep]
+        metric = np.broadcast_to(_PUB_METRICS, (n, 2)).reshape(-1)[keep]
+        return (out_ts, values.reshape(-1)[keep], np.repeat(seqs, 2)[keep], metric, np.zeros(len(out_ts), _U8))
 
-    def _subscriber_chunk(self, rows: list[Any],
-                          channel_code: Callable[[str], int]) -> tuple[int, tuple[np.ndarray, ...]]:
-        end, start, arrival, published, seq = (_i64(rows[k::6]) for k in range(5))
-        names = rows[5::6]
-        n = len(end)
-        distinct = set(names)
-        if len(distinct) == 1:
-            channel = np.full(n, channel_code(names[0]), _U8)
-        else:
-            codes = {name: channel_code(name) for name in distinct}
-            channel = np.fromiter(map(codes.__getitem__, names), _U8, n)
-        want_lease, want_handler, want_e2e = self.wants
-        count = (n if want_handler else 0) + (int(np.count_nonzero(arrival)) if want_lease else 0) \
-            + (int(np.count_nonzero(published)) if want_e2e else 0)
-        return count, (end, start, arrival, published, seq, channel)
-
-    def _expand(self, rows: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    def _subscriber_samples(self, raw: np.ndarray) -> tuple[np.ndarray, ...]:
         """Subscriber rows -> samples: e2e (at handler start), then lease and handler (at
         its end) of each message, so a subscriber handling one message at a time yields
         samples already in time order."""
-        end, start, arrival, published, seq, channel = rows
+        end, start, arrival, published, seq, channel = (raw[:, k] for k in range(6))
         n = len(end)
         want_lease, want_handler, want_e2e = self.wants
-        ts = np.stack((start, end, end), axis=1)
-        values = np.stack((start - published, end - arrival, end - start), axis=1)
-        keep = np.stack((published != 0 if want_e2e else np.zeros(n, bool),
-                         arrival != 0 if want_lease else np.zeros(n, bool),
-                         np.full(n, want_handler)), axis=1)
-        seqs = np.broadcast_to(seq[:, None], (n, 3))
-        metric = np.broadcast_to(_SUB_METRICS, (n, 3))
-        channels = np.broadcast_to(channel[:, None], (n, 3))
-        if keep.all():  # row-major: one message's samples together, in recording order
-            return (ts.reshape(-1), values.reshape(-1), seqs.reshape(-1), metric.reshape(-1),
-                    channels.reshape(-1))
-        return ts[keep], values[keep], seqs[keep], metric[keep], channels[keep]
+        ts = np.empty((n, 3), _I64)
+        ts[:, 0] = start
+        ts[:, 1] = end
+        ts[:, 2] = end
+        values = np.empty((n, 3), _I64)
+        np.subtract(start, published, out=values[:, 0])
+        np.subtract(end, arrival, out=values[:, 1])
+        np.subtract(end, start, out=values[:, 2])
+        seqs = np.repeat(seq, 3)
+        metric = np.broadcast_to(_SUB_METRICS, (n, 3)).reshape(-1)
+        channels = np.repeat(channel.astype(_U8), 3)
+        e2e, lease = (published != 0 if want_e2e else False), (arrival != 0 if want_lease else False)
+        if want_handler and want_lease and want_e2e and e2e.all() and lease.all():  # type: ignore[union-attr]
+            return ts.reshape(-1), values.reshape(-1), seqs, metric, channels  # one message's samples together
+        wanted = np.empty((n, 3), bool)
+        wanted[:, 0] = e2e
+        wanted[:, 1] = lease
+        wanted[:, 2] = want_handler
+        keep = wanted.reshape(-1)
+        return ts.reshape(-1)[keep], values.reshape(-1)[keep], seqs[keep], metric[keep], channels[keep]
 
     def columns(self) -> tuple[np.ndarray, ...]:
         """Every sample held, as (ts, values, seqs, metric, channel) in recording order;
@@ -235,13 +261,10 @@ class TraceRing:
         ring holds exactly these (in ``rest``)."""
         parts = [self.rest] if len(self.rest[0]) else []
         if self.chunks:
-            columns = [c for _count, c in self.chunks]
-            if self.stride == 6:
-                joined = columns[0] if len(columns) == 1 else tuple(np.concatenate(c) for c in zip(*columns))
-                parts.append(self._expand(joined))
-            else:
-                parts.extend(columns)
+            raws = [raw for _count, raw in self.chunks]
             self.chunks.clear()
+            raw = raws[0] if len(raws) == 1 else np.concatenate(raws)
+            parts.append(self._publisher_samples(raw) if self.stride == 3 else self._subscriber_samples(raw))
         if not parts:
             return _EMPTY_SAMPLES
         out = parts[0] if len(parts) == 1 else tuple(np.concatenate(c) for c in zip(*parts))
@@ -295,6 +318,14 @@ def _in_order(ts: np.ndarray, seqs: np.ndarray) -> bool:
     return not (ties.any() and (ties & (seqs[1:] < seqs[:-1])).any())
 
 
+def _ties_out_of_order(sorted_ts: np.ndarray, seqs: np.ndarray, order: np.ndarray) -> bool:
+    """Whether samples sorted by time (``order``) have equal timestamps out of sample_seq order."""
+    ties = np.flatnonzero(sorted_ts[1:] == sorted_ts[:-1])
+    if not len(ties):
+        return False
+    return bool((seqs[order[ties + 1]] < seqs[order[ties]]).any())
+
+
 def _prefix_counts(keys: list[np.ndarray], limit: int) -> list[int]:
     """How many of each ring's oldest samples to take so that ``limit`` are taken in all,
     oldest first. ``keys`` are each ring's running-maximum timestamps (non-decreasing),
@@ -320,7 +351,6 @@ class Tracer:
         self.rings: dict[str, TraceRing] = {}
         self.traced: dict[str, Any] = {}  # endpoint id -> endpoint with hooks installed
         self.expires_mono = 0.0
-        self.channels: dict[str, int] = {"": 0}  # the batches' channel table
         self.fill = 0.0  # the fullest ring at the last drain, as a fraction of its capacity
 
     @property
@@ -334,7 +364,6 @@ class Tracer:
         """Apply ``control``: remove every hook, clear every ring, then hook the selected endpoints."""
         self.uninstall()
         self.rings.clear()
-        self.channels = {"": 0}
         self.control = control
         self.expires_mono = time.monotonic() + control.ttl_seconds if control.enabled else 0.0
         if control.enabled:
@@ -388,35 +417,30 @@ class Tracer:
 
     # -- hooks: one bound ``extend`` of one flat tuple per sampled message ------------
 
-    def _publisher_hook(self, pub: Any, want_delta: bool, want_wait: bool) -> Callable[..., None]:
-        add = self._ring(pub.pub_id, pub.topic, 3).rows.extend
+    def _publisher_hook(self, pub: Any, want_delta: bool, want_wait: bool) -> Callable[[tuple[int, int, int]], None]:
+        ring = self._ring(pub.pub_id, pub.topic, 3)
+        ring.want_wait = want_wait
+        add = ring.rows.extend
         mod = self.control.sample_mod
 
+        if want_delta and mod == 1:
+            return add  # every publish is a row: no Python frame at all
         if not want_delta:
-            def waits_only(_pub: Any, msg_id: int, now: int, waited: int) -> None:
-                if waited:
-                    add((now, msg_id, waited))
+            def waits_only(row: tuple[int, int, int]) -> None:
+                if row[2]:
+                    now, msg_id, waited = row
+                    add((now, msg_id, -waited))
             return waits_only
-        if mod == 1 and want_wait:
-            def every(_pub: Any, msg_id: int, now: int, waited: int) -> None:
-                if waited:
-                    add((now, msg_id, waited, now, msg_id, 0))
-                else:
-                    add((now, msg_id, 0))
-            return every
-        if mod == 1:
-            def every_delta(_pub: Any, msg_id: int, now: int, _waited: int) -> None:
-                add((now, msg_id, 0))
-            return every_delta
         count = 0
 
-        def sampled(_pub: Any, msg_id: int, now: int, waited: int) -> None:
+        def sampled(row: tuple[int, int, int]) -> None:
             nonlocal count
-            if waited and want_wait:
-                add((now, msg_id, waited))
             count += 1
             if count % mod == 0:
-                add((now, msg_id, 0))
+                add(row)
+            elif row[2] and want_wait:
+                now, msg_id, waited = row
+                add((now, msg_id, -waited))
         return sampled
 
     def _subscriber_trace(self, sub: Any, want_lease: bool, want_handler: bool,
@@ -439,24 +463,15 @@ class Tracer:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _channel_code(self, name: str) -> int:
-        code = self.channels.get(name)
-        if code is None:
-            if len(self.channels) >= MAX_TRACE_TABLE:
-                return 0  # more distinct channel names than a batch can name: shown as ""
-            code = self.channels[name] = len(self.channels)
-        return code
-
     def fold(self, min_rows: int = 1) -> float:
         """Fold the rings that recorded at least ``min_rows`` rows since their last fold;
         returns how full the fullest of them is (a fraction of its capacity). Done often
         (every few ms while tracing): it keeps the row lists, and the Python ints in them,
         small, which is what keeps the hooks cheap."""
-        code = self._channel_code
         fill = 0.0
         for ring in self.rings.values():
             if len(ring.rows) >= ring.stride * min_rows:
-                ring.fold(code)
+                ring.fold()
                 fill = max(fill, ring.count / ring.capacity)
         return fill
 
@@ -465,7 +480,7 @@ class Tracer:
         do at once); False if it had nothing new. A ring no longer traced is skipped."""
         if self.rings.get(ring.endpoint_id) is not ring or not (ring.rows or ring.chunks):
             return False
-        ring.fold(self._channel_code)
+        ring.fold()
         ring.columns()
         return True
 
@@ -477,11 +492,10 @@ class Tracer:
         """Up to ``max_samples`` of the oldest samples across endpoints, ordered by
         (timestamp, sample_seq), and the overwrites counted since the last drain."""
         rings = list(self.rings.values())
-        code = self._channel_code
         dropped = 0
         held = []
         for ring in rings:
-            ring.fold(code)
+            ring.fold()
             columns = ring.columns()
             dropped += ring.dropped
             ring.dropped = 0
@@ -502,18 +516,19 @@ class Tracer:
         else:
             ts, values, seqs, metric, channel = (np.concatenate([p[k] for _i, p in parts]) for k in range(5))
             endpoint = np.concatenate([np.full(len(p[0]), i, np.uint16) for i, p in parts])
-        if not _in_order(ts, seqs):
+        if len(parts) > 1 or not _in_order(ts, seqs):
             # Each ring's samples are (nearly always) in order already, and a stable sort by
-            # time merges such runs in about linear time; equal times are then ordered by
+            # time merges such runs in about linear time (several rings' samples interleave,
+            # so they are not even checked first); equal times are then ordered by
             # sample_seq, with the slower two-key sort only if that is needed.
             order = np.argsort(ts, kind="stable")
-            if not _in_order(ts[order], seqs[order]):
+            if _ties_out_of_order(ts[order], seqs, order):
                 order = np.lexsort((seqs, ts))
             ts, values, seqs, metric, channel, endpoint = (col[order] for col in
                                                            (ts, values, seqs, metric, channel, endpoint))
         everything = sorted(self.rings.values(), key=lambda r: r.index)
         return TraceColumns(
             tuple(r.endpoint_id for r in everything), tuple(r.topic for r in everything), METRICS,
-            tuple(self.channels), ts.astype("<i8", copy=False).tobytes(), values.astype("<i8", copy=False).tobytes(),
+            TRACE_CHANNELS, ts.astype("<i8", copy=False).tobytes(), values.astype("<i8", copy=False).tobytes(),
             seqs.astype("<i8", copy=False).tobytes(), endpoint.astype("<u2", copy=False).tobytes(),
             metric.tobytes(), channel.tobytes(), dropped, len(ts))

@@ -85,6 +85,9 @@ MAX_TRACE_ENDPOINTS = 1 << 16
 """Entries an ``endpoints`` table may have (``endpoint_index`` is uint16)."""
 MAX_TRACE_TABLE = 1 << 8
 """Entries a ``metrics`` or ``channels`` table may have (their indexes are uint8)."""
+TRACE_CHANNELS: tuple[str, ...] = ("", "LOCAL", "SHM", "TCP")
+"""The ``channels`` table of every batch a worker sends: a sample's channel index is its channel
+kind's position here (0: none, as for publisher samples). A subscriber's trace row carries it."""
 
 _BIG_ENDIAN = sys.byteorder == "big"
 

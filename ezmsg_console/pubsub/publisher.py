@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 YIELD_BYTES = 16 * 1024 * 1024
 """After sending this many payload bytes, broadcast yields once to the event loop."""
 
-PublishHook = Callable[["Publisher", int, int, int], None]
-"""Called as hook(publisher, msg_id, publish_ns, backpressure_wait_ns) after each send; ``publish_ns``
-is the send stamp the message carries (``time.monotonic_ns()``), so a hook needs no clock of its own."""
+PublishHook = Callable[[tuple[int, int, int]], None]
+"""Called as hook((publish_ns, msg_id, backpressure_wait_ns)) after each send (one flat tuple, so the hook
+can be a bound ``list.extend``); ``publish_ns`` is the send stamp the message carries
+(``time.monotonic_ns()``), so a hook needs no clock of its own."""
 
 
 def local_view(msg: Any) -> Any:
@@ -135,7 +136,7 @@ class Publisher:
         self.msg_id = msg_id + 1
         if not links and not local:
             if self.hook is not None:
-                self.hook(self, msg_id, time.monotonic_ns(), 0)
+                self.hook((time.monotonic_ns(), msg_id, 0))
             return
         waited = 0
         if self._free:
@@ -180,7 +181,7 @@ class Publisher:
             for sub in local:
                 sub.deliver_local(view, self, slot, msg_id, now)
         if self.hook is not None:
-            self.hook(self, msg_id, now, waited)
+            self.hook((now, msg_id, waited))
         self._since_yield += nbytes
         if self._since_yield >= YIELD_BYTES:
             # Let acknowledgements in every few MiB: the slots they free are reused

@@ -25,6 +25,7 @@ import logging
 import socket
 import sys
 import time
+import types
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from ..protocol.errors import ConsoleError, DecodeError
 from ..protocol.graph import PublisherInfo, SubscriberInfo
+from ..protocol.profiling import TRACE_CHANNELS
 from ..profiling.histogram import Histogram
 from ..profiling.sampling import TimingSampler
 from . import payload
@@ -48,9 +50,11 @@ BIG_MESSAGE = 64 * 1024
 FLUSH_EVERY = 4096
 """Timed messages between two bucketings of the histograms (see :meth:`Subscriber.flush_histograms`)."""
 TraceHook = Callable[[tuple[Any, ...]], None]
-"""Called as trace((handler_end_ns, handler_start_ns, arrival_ns, publish_ns, msg_id, channel)) when a
+"""Called as trace((handler_end_ns, handler_start_ns, arrival_ns, publish_ns, msg_id, channel_code)) when a
 handled message is done (one flat tuple, so the hook can be a bound ``list.extend``)."""
 _monotonic_ns = time.monotonic_ns
+_CHANNEL_CODE = types.MappingProxyType({name: code for code, name in enumerate(TRACE_CHANNELS)})
+"""A delivery's channel kind -> its code in a trace row (the batch's channel index)."""
 
 
 class Delivery:
@@ -100,7 +104,7 @@ class Delivery:
                 owner.handler_add(end - start)  # bucketed in bulk, later (histogram.Histogram.flush)
             trace = owner.trace
             if trace is not None:
-                trace((end, start, self.arrival_ns, self.publish_ns, self.msg_id, self.channel))
+                trace((end, start, self.arrival_ns, self.publish_ns, self.msg_id, _CHANNEL_CODE[self.channel]))
         if self._acked:
             return
         self._acked = True
@@ -201,12 +205,12 @@ class Subscriber:
 
     # -- receiving -------------------------------------------------------
 
-    def _push(self, delivery: Delivery, nbytes: int) -> None:
+    def _push(self, delivery: Delivery, nbytes: int, arrival_ns: int = 0) -> None:
         self.received += 1
         self.bytes_received += nbytes
         self.last_channel = delivery.channel
         if self.trace_arrival:
-            delivery.arrival_ns = _monotonic_ns()
+            delivery.arrival_ns = arrival_ns or _monotonic_ns()
         if self.leaky:
             delivery.release()  # a copy was taken on arrival
             if len(self._queue) >= self.max_queue:
@@ -239,7 +243,9 @@ class Subscriber:
         self._on_link_message(link, kind, slot, msg_id, 0, body)
 
     def deliver_local(self, msg: Any, publisher: Publisher, slot: int, msg_id: int, publish_ns: int) -> None:
-        self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL", None, self), 0)
+        # Handed over inside the publisher's broadcast, right after it took publish_ns: that
+        # stamp is the arrival too (no clock read for the lease metric).
+        self._push(Delivery(msg, publisher, slot, msg_id, publish_ns, "LOCAL", None, self), 0, publish_ns)
 
     async def recv_delivery(self) -> Delivery:
         """The next message with its lease; call ``done()`` on it when finished.

@@ -134,12 +134,12 @@ def test_ring_overwrites_the_oldest_and_counts_it() -> None:
     ring = TraceRing(0, "e", "t", stride=3, capacity=4)
     for i in range(10):
         ring.rows.extend((100 + i, i, 0))  # a publisher row: (timestamp, msg_id, 0 = a publish sample)
-    ring.fold(lambda _name: 0)
+    ring.fold()
     assert ring.rows == [] and ring.size == 10  # folded into one chunk, trimmed when read
     assert len(ring.columns()[0]) == 4 and ring.dropped == 6 and ring.size == 4
     assert list(ring.take(3)[2]) == [6, 7, 8]  # the seqs of the oldest three kept
     ring.rows.extend((110, 10, 0))
-    ring.fold(lambda _name: 0)
+    ring.fold()
     ring.columns()
     ts, values, seqs, _metric, _channel = ring.take(100)
     assert list(seqs) == [9, 10] and list(ts) == [109, 110]

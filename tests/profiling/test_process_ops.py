@@ -78,6 +78,14 @@ async def test_batch_holds_both_sides_in_time_order_and_reports_overflow(proc: P
     assert batch.dropped == 0
     rest = await ctx.process_profiling_trace_batch(UNIT, max_samples=1000)
     assert len(rest.samples) == 4 * 64 - 32 and rest.dropped == 0
+    # A same-process delivery arrives inside the publisher's call: its arrival is the send
+    # stamp, so its lease is exactly its end-to-end latency plus its handler time.
+    per_message: dict[int, dict[str, int]] = {}
+    for s in batch.samples + rest.samples:
+        if s.channel_kind == "LOCAL":
+            per_message.setdefault(s.sample_seq, {})[s.metric] = s.value_ns
+    assert len(per_message) == 64
+    assert all(v["lease_time_ns"] == v["e2e_latency_ns"] + v["handler_ns"] for v in per_message.values())
     assert (await ctx.process_profiling_trace_batch(UNIT)).samples == ()
 
     # Rings of 100: the 64 publish samples fit, 3 x 64 subscriber samples overflow, and that is reported.

@@ -14,6 +14,7 @@ from ezmsg_console.protocol.profiling import (
     ProcessProfilingTraceUpdate,
     ProfilingTraceBatch,
     ProfilingTraceControl,
+    TRACE_CHANNELS,
     ProfilingTraceSample,
     int64_bytes,
     uint16_bytes,
@@ -43,7 +44,7 @@ class Pub:
     def publish(self, msg_id: int, waited: int = 0) -> int:
         now = self.clock()
         if self.hook is not None:
-            self.hook(self, msg_id, now, waited)
+            self.hook((now, msg_id, waited))
         return now
 
 
@@ -68,7 +69,8 @@ class Sub:
         end = self.clock()
         self.handled.append((msg_id, publish_ns, delivery.arrival_ns, start, end))
         if self.trace is not None:
-            self.trace((end, start, delivery.arrival_ns, delivery.publish_ns, delivery.msg_id, delivery.channel))
+            self.trace((end, start, delivery.arrival_ns, delivery.publish_ns, delivery.msg_id,
+                        TRACE_CHANNELS.index(delivery.channel)))
 
 
 def rig(control: ProfilingTraceControl = ON, capacity: int = 10000) -> tuple[Tracer, Clock, Pub, Sub]:
@@ -141,6 +143,30 @@ def test_sample_mod_makes_one_decision_per_message_and_waits_are_always_recorded
     deltas = [s for s in samples if s.metric == "publish_delta_ns"]
     assert deltas[0].value_ns == 0 and deltas[1].value_ns == deltas[1].timestamp_mono_ns - deltas[0].timestamp_mono_ns
     assert [s.value_ns for s in samples if s.metric == "backpressure_wait_ns"] == [5]
+
+
+@pytest.mark.parametrize(("metrics", "mod", "expected"), [
+    (("backpressure_wait_ns",), 1, [(1, "backpressure_wait_ns", 7), (3, "backpressure_wait_ns", 9)]),
+    (("publish_delta_ns",), 1, [(0, "publish_delta_ns", 0), (1, "publish_delta_ns", 10),
+                                (2, "publish_delta_ns", 10), (3, "publish_delta_ns", 10)]),
+    (None, 2, [(1, "backpressure_wait_ns", 7), (1, "publish_delta_ns", 0), (3, "backpressure_wait_ns", 9),
+               (3, "publish_delta_ns", 20)]),
+    (None, 3, [(1, "backpressure_wait_ns", 7), (2, "publish_delta_ns", 0), (3, "backpressure_wait_ns", 9)]),
+])
+def test_publisher_rows_give_the_wanted_waits_and_deltas(metrics: tuple[str, ...] | None, mod: int,
+                                                         expected: list[tuple[int, str, int]]) -> None:
+    """A wait alone (not sampled, or deltas filtered out) travels as a negative wait; folded in
+    two chunks, the deltas still count from the previous *sampled* publish."""
+    tracer = Tracer()
+    pub = Pub(Clock())  # publishes 10 ns apart
+    tracer.configure(ProfilingTraceControl(enabled=True, metrics=metrics, sample_mod=mod), [pub], [])
+    pub.publish(0)
+    pub.publish(1, waited=7)
+    tracer.fold()
+    pub.publish(2)
+    pub.publish(3, waited=9)
+    samples = batch_of(tracer).samples
+    assert [(s.sample_seq, s.metric, s.value_ns) for s in samples] == expected
 
 
 def test_partial_drains_take_the_oldest_and_leave_the_rest_in_place() -> None:
