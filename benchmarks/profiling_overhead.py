@@ -195,7 +195,8 @@ async def publish_phases(cfg: dict, pub: Any, arrays: list) -> dict:
     n, wall, cpu, _sent = await timed_phases(cfg, pub.broadcast, arrays)
     if not await pub.drain(10.0):
         raise RuntimeError(f"drain timed out with {pub.in_flight} message(s) in flight")
-    return {"n_pub": n, "pub_wall_s": wall, "pub_cpu_s": cpu, "published_total": pub.msg_id}
+    return {"n_pub": n, "pub_wall_s": wall, "pub_cpu_s": cpu, "published_total": pub.msg_id,
+            "waits_total": pub.backpressure_waits}
 
 
 async def receive_phases(sub: Any) -> dict:
@@ -443,6 +444,8 @@ def run_case(graph: tuple[str, int], run_tag: str, workload: str, payload: int, 
         "pushed_batches": sum(r["pushed_batches"] for r in tr), "pushed_samples": sum(r["pushed_samples"] for r in tr),
         "dropped": sum(r["dropped"] for r in tr), "pending": sum(r["pending"] for r in tr),
         "handled_total": pub_res["published_total"] + sub_res["received_total"],
+        "waits_per_msg": (pub_res["waits_total"] / pub_res["published_total"]
+                          if pub_res.get("waits_total") is not None and pub_res["published_total"] else None),
         "received_by_server": None if received is None else received[1],
         "conn_errors": [r["conn_error"] for r in tr if r["conn_error"]],
         "problems": problems,
@@ -668,19 +671,24 @@ def report(ours: list[dict], theirs: list[dict], upstream_note: str | None) -> N
     print()
 
     print("was timing sampled? (subscriber, median per case over the repeats; warm-up + throughput phase)")
-    table = [["workload", "mode", "messages received", "timed", "timed %", "k at the end"]]
+    table = [["workload", "mode", "messages received", "timed", "timed %", "k at the end", "pub waits/msg"]]
     for workload, payload in workloads:
-        for mode in ("counters", "all-timed", "tracing"):
+        for mode in MODES:
             rows = g_ours.get((workload, payload, mode))
             if not rows:
                 continue
             received, timed = med([r["received"] for r in rows]), med([r["timed"] for r in rows])
+            waits = med([r.get("waits_per_msg") for r in rows])
             table.append([wl_name(workload, payload), mode, fnum(received), fnum(timed),
-                          f"{100.0 * timed / received:.2f}" if received and timed is not None else "-",
-                          fnum(med([r["timing_k"] for r in rows]))])
+                          f"{100.0 * timed / received:.2f}" if received and timed is not None and mode != "bypassed"
+                          else "-",
+                          fnum(med([r["timing_k"] for r in rows])) if mode != "bypassed" else "-",
+                          "-" if waits is None else f"{waits:.3f}"])
     print_table(table, 2)
     print("  timed: messages whose handler time and latency were measured (the histograms hold these); k: the "
-          "subscriber's 1-in-k when the case ended (1 = every message).")
+          "subscriber's 1-in-k when the case ended (1 = every message). pub waits/msg: the publisher's "
+          "backpressure waits (all 32 slots in flight, so it slept until one was acknowledged) per message sent, "
+          "warm-up included: each is a wake-up of both event loops.")
     print()
 
     print("did tracing run? (tracing cases, median per case over the repeats; samples cover warm-up + throughput)")
