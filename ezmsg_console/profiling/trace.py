@@ -27,11 +27,11 @@ sample.
 
 Rings (:class:`.trace_ring.TraceRing`) convert the rows often and derive
 samples once per drain (see that module). :meth:`Tracer.drain` takes up to
-``max_samples`` of the oldest pending samples across endpoints (a prefix of each ring, chosen by timestamp), leaves the rest
-where it is (no re-append), orders what it took by (timestamp, sample_seq) --
-no sort at all when one ring's samples already are -- and returns wire-ready
-columns (:class:`TraceColumns`); no per-sample object is built anywhere on the
-way.
+``max_samples`` of the oldest pending samples across endpoints (a prefix of
+each ring, chosen by timestamp), leaves the rest where it is (no re-append),
+orders what it took by (timestamp, sample_seq) -- no sort at all when one
+ring's samples already are -- and returns wire-ready columns
+(:class:`TraceColumns`); no per-sample object is built anywhere on the way.
 
 Sampling: a publisher counts its publishes and samples ``publish_delta_ns``
 on every ``sample_mod``-th (the time since the previous *sampled* publish,
