@@ -127,10 +127,11 @@ class TraceRing:
     def _samples_in(self, raw: np.ndarray) -> int:
         """How many samples a chunk's rows will give."""
         if self.stride == 3:
+            if not self.want_wait:  # no wait samples, and no wait-only (negative) rows: one delta per row
+                return len(raw)
             waited = raw[:, 2]
-            waits = int(np.count_nonzero(waited)) if self.want_wait else 0
-            unsampled = int(np.count_nonzero(waited < 0)) if waits or not self.want_wait else 0
-            return len(raw) - unsampled + waits
+            waits = int(np.count_nonzero(waited))
+            return len(raw) + waits - int(np.count_nonzero(waited < 0)) if waits else len(raw)
         want_lease, want_handler, want_e2e = self.wants
         return (len(raw) if want_handler else 0) + (int(np.count_nonzero(raw[:, 2])) if want_lease else 0) \
             + (int(np.count_nonzero(raw[:, 3])) if want_e2e else 0)
