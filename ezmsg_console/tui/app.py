@@ -80,6 +80,7 @@ class ConsoleApp(App[int]):
         self.frame_cost = 0.0  # smoothed seconds per redraw, screen render included
         self._warned: set[str] = set()
         self.gc_frozen = False
+        self._shutting_down = False  # set once shutdown() starts: no freeze after it
         monitor.read_only = read_only
         monitor.on_change = self._on_monitor_change
 
@@ -158,7 +159,7 @@ class ConsoleApp(App[int]):
         self.frame_cost = cost if not self.frame_cost else 0.8 * self.frame_cost + 0.2 * cost
         self._frame_gap = min(MIN_FRAME_GAP_S, max(1.0 / MAX_FPS, self.frame_cost / UI_CPU_BUDGET))
         st = self.monitor.state
-        if not self.gc_frozen and st.snapshot is not None and st.profiling:
+        if not self.gc_frozen and not self._shutting_down and st.snapshot is not None and st.profiling:
             # Everything alive now (Textual's widget tree, the first graph) lives as long as the
             # console: out of the collector's sight, a full collection no longer scans it, which
             # took one 70-80 ms pause on a 2,000-endpoint console down to under 20 ms.
@@ -253,6 +254,7 @@ class ConsoleApp(App[int]):
 
     async def shutdown(self) -> None:
         """Turn our tracing off, disconnect, and stop the embedded pipeline and server."""
+        self._shutting_down = True  # a redraw while stopping must not freeze the heap again
         if self.gc_frozen:  # what was frozen is collectable again once the console is gone
             gc.unfreeze()
             self.gc_frozen = False

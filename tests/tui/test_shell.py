@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -34,6 +35,8 @@ async def test_the_long_lived_heap_is_frozen_while_running_and_released_after(co
         await wait_until(pilot, lambda: app.gc_frozen, "the heap frozen after the first data")
         assert gc.get_freeze_count() > 1000
         await app.shutdown()
+        assert not app.gc_frozen and gc.get_freeze_count() == 0
+        app._drawn(time.monotonic())  # a redraw that lands while (or after) stopping: no new freeze
         assert not app.gc_frozen and gc.get_freeze_count() == 0
 
 
