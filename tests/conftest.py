@@ -44,16 +44,71 @@ def free_address() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
+EZMSG_BACKEND_TESTS = "tests/ezmsg_backend/"
+
+HEAVY_FIRST = (EZMSG_BACKEND_TESTS, "tests/tui/test_", "tests/export/test_headless", "tests/runtime/",
+               "tests/protocol/test_fuzz")
+"""Module path prefixes whose modules run first under pytest-xdist (longest work first, so two
+workers finish together instead of one running a long module alone at the end)."""
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work pytest-xdist gives one worker: a test module (its module-scoped fixtures,
+    e.g. a demo pipeline, start once), and all the ezmsg backend's modules together, because
+    upstream names its shared memory at random and each module's clean-up removes the ezmsg
+    segments that appeared during its run and that nobody maps."""
+    module = nodeid.split("::", 1)[0]
+    return EZMSG_BACKEND_TESTS if module.startswith(EZMSG_BACKEND_TESTS) else module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with :func:`xdist_scope` as the scope. (``--dist loadgroup`` with
+    ``xdist_group`` marks no longer groups under pytest 9.2: xdist writes the group into a node
+    id field pytest stopped reading, pytest-xdist issue 1386.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
+class _ScopeGuard:
+    """In the pytest-xdist controller: fail the run when a unit of work (:func:`xdist_scope`) ran
+    on more than one worker, so a scheduler that stops grouping is seen, not silently slower."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, set[str]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        node = getattr(report, "node", None)  # the worker that ran it (set by xdist)
+        if node is not None and report.when == "call":
+            self.workers.setdefault(xdist_scope(report.nodeid), set()).add(str(node.gateway.id))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        split = sorted(scope for scope, workers in self.workers.items() if len(workers) > 1)
+        if split:
+            tw = session.config.get_terminal_writer()
+            tw.line(f"xdist split these units of work between workers: {', '.join(split)}", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getvalue("dist") == "loadscope" and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_ScopeGuard(), "ezmsg-console-scope-guard")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``): a module's tests run together on one worker,
-    so a module-scoped pipeline starts once; the ezmsg backend's modules all share one worker,
-    because upstream names its shared memory at random and each module's clean-up removes the
-    ezmsg segments that appeared during its run and that nobody maps."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.nodeid.split("::", 1)[0]
-            group = "ezmsg-backend" if module.startswith("tests/ezmsg_backend/") else module
-            item.add_marker(pytest.mark.xdist_group(group))
+    """The heavy modules first (a stable sort: the order inside a module is kept)."""
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(HEAVY_FIRST) if item.nodeid.startswith(prefix)), len(HEAVY_FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,10 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+
 import ezmsg_console
+
+from .conftest import xdist_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
@@ -40,3 +43,10 @@ def test_the_readme_lists_every_environment_variable_the_code_reads() -> None:
     listed = _readme_table_vars()
     assert used - listed == set(), "add these to the README's environment variable table"
     assert listed - used == set(), "the README lists variables nothing reads"
+
+
+def test_a_module_is_one_unit_of_work_and_the_ezmsg_backend_one_for_all() -> None:
+    assert xdist_scope("tests/tui/test_shell.py::test_help") == "tests/tui/test_shell.py"
+    assert xdist_scope("tests/tui/test_shell.py::test_help[a::b]") == "tests/tui/test_shell.py"
+    assert xdist_scope("tests/ezmsg_backend/test_console.py::test_x") == xdist_scope(
+        "tests/ezmsg_backend/test_headless.py::test_y")
