@@ -16,12 +16,16 @@
 A publisher handler is an async generator yielding ``(stream, message)``
 pairs (or, with exactly one output, a coroutine returning the message). A
 unit with an ``INPUT_SETTINGS`` input has *dynamic settings*: a message there
-replaces ``self.SETTINGS`` (then ``on_settings(old, new)`` runs, if defined).
+replaces ``self.SETTINGS`` (then the hook ``on_settings(old, new)`` runs, if the
+unit defines a plain method by that name; a ``@subscriber`` handler is never
+called as the hook, whatever its name). Without a ``SETTINGS`` class, the
+dataclass that ``INPUT_SETTINGS`` carries types the settings.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Callable, Iterable, Iterator
 
 from ..protocol.errors import ConfigurationError
@@ -157,10 +161,16 @@ class Component:
 
     @classmethod
     def settings_type(cls) -> type | None:
+        """The ``SETTINGS`` class; without one, the dataclass an ``INPUT_SETTINGS`` stream carries
+        (a unit with dynamic settings and no ``SETTINGS`` is still typed by what it accepts)."""
         for klass in cls.__mro__:
             value = klass.__dict__.get("SETTINGS")
             if isinstance(value, type):
                 return value
+        stream = cls.streams().get(SETTINGS_STREAM)
+        msg_type = getattr(stream, "msg_type", None)
+        if isinstance(stream, InputStream) and isinstance(msg_type, type) and dataclasses.is_dataclass(msg_type):
+            return msg_type
         return None
 
     def apply_settings(self, settings: Any) -> None:

@@ -137,7 +137,7 @@ class UnitRunner:
         old = self.unit.settings_value
         self.unit.SETTINGS = new
         hook = getattr(self.unit, "on_settings", None)
-        if callable(hook):
+        if callable(hook) and not hasattr(hook, "__ezc_subscribes__"):  # a handler by that name is not the hook
             result = hook(old, new)
             if inspect.isawaitable(result):
                 await result

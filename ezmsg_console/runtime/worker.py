@@ -82,6 +82,10 @@ def resolve_class(path: str, main_script: str | None) -> type:
     return obj
 
 
+def _ended_by_exception(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
 class Worker:
     def __init__(self, spec: dict[str, Any], status: StatusPipe) -> None:
         self.spec = spec
@@ -108,9 +112,14 @@ class Worker:
         return units
 
     def _task_exit(self, runner: UnitRunner, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self.stop_event.is_set():
+        if task.cancelled():
             return
         exc = task.exception()
+        if self.stop_event.is_set():
+            if exc is not None and not isinstance(exc, NormalTermination):  # raised while being stopped
+                log.error("unit %s raised while stopping, in %s: %s: %s", runner.address, task.get_name(),
+                          type(exc).__name__, exc, exc_info=exc)
+            return
         if isinstance(exc, NormalTermination):
             self.status.send("terminate", unit=runner.address)
             self.stop_event.set()
@@ -120,7 +129,10 @@ class Worker:
             self.status.send("error", unit=runner.address, error=f"{type(exc).__name__}: {exc}", traceback=text)
             self.exit_code = EXIT_UNIT_ERROR
             self.stop_event.set()
-        elif all(r.complete for r in self.runners):
+        elif all(r.complete for r in self.runners) and not any(_ended_by_exception(t) for r in self.runners
+                                                                   for t in r.tasks):
+            # Every task is done, none with an error still to report: a failure that ended in the
+            # same loop iteration as this completion has its own callback after this one.
             self.stop_event.set()
 
     async def _command(self, commands: asyncio.StreamReader, expected: str) -> bool:

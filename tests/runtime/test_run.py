@@ -18,7 +18,8 @@ from ezmsg_console.runtime import run_async
 from ezmsg_console.runtime.runner import RUN_TAG_PREFIX_ENV
 
 from ..conftest import TIMEOUT, free_address
-from .units import Broken, CollectSettings, CountSettings, Endless, FanOut, ForeverSettings, GainSettings, Pipeline
+from .units import (Broken, BrokenTogether, CollectSettings, CountSettings, Endless, FanOut, ForeverSettings,
+                    GainSettings, Pipeline)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,6 +65,15 @@ async def test_a_failing_unit_stops_the_run_with_its_address(no_leaks):
     assert "SYS/BAD" in str(info.value) and "ValueError: cannot handle 0" in str(info.value)
     errors = info.value.details["errors"]
     assert errors[0]["unit"] == "SYS/BAD" and "Traceback" in errors[0]["traceback"]
+
+
+async def test_a_failure_after_its_source_completed_in_the_same_process_is_a_run_error(no_leaks):
+    """SOURCE publishes once and completes; BAD, in the same worker, then fails on that message."""
+    system = BrokenTogether()
+    system.SOURCE.apply_settings(CountSettings(count=1))
+    with pytest.raises(RunError) as info:
+        await run_async(SYS=system, address=free_address(), duration=60)
+    assert "SYS/BAD" in str(info.value) and "ValueError: cannot handle 0" in str(info.value)
 
 
 async def test_killed_worker_stops_the_run_and_its_memory_is_swept(tmp_path, caplog, no_leaks):

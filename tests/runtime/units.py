@@ -160,6 +160,16 @@ class Broken(Collection):
         return (self.SOURCE, self.BAD)
 
 
+class BrokenTogether(Collection):
+    """Broken's units in ONE worker process: the source completes, the consumer then fails."""
+
+    SOURCE = Counter()
+    BAD = Explode()
+
+    def network(self):
+        return ((self.SOURCE.OUTPUT, self.BAD.INPUT),)
+
+
 class Endless(Collection):
     SOURCE = Forever()
     SINK = Gain()
@@ -169,3 +179,42 @@ class Endless(Collection):
 
     def process_components(self):
         return (self.SOURCE, self.SINK)
+
+
+class NoteSettings(Settings):
+    out: str = ""
+    gain: float = setting(1.0, ge=0.0, le=10.0)
+
+
+def _note(path: str, msg: NoteSettings, current: NoteSettings) -> None:
+    """Append what a settings handler saw (the message, and SETTINGS at that moment)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"msg": msg.gain, "type": type(msg).__name__, "settings": current.gain}) + "\n")
+    if msg.gain == 9.0:
+        raise NormalTermination
+
+
+class HandlerNamedOnSettings(Unit):
+    """Its INPUT_SETTINGS handler is called ``on_settings``, the name of the runtime's hook."""
+
+    SETTINGS = NoteSettings
+    INPUT_SETTINGS = InputStream(NoteSettings)
+
+    @subscriber(INPUT_SETTINGS)
+    async def on_settings(self, msg):
+        _note(self.SETTINGS.out, msg, self.SETTINGS)
+
+
+class SettingsFromTheStream(Unit):
+    """Dynamic settings with no SETTINGS class: INPUT_SETTINGS's dataclass is the type."""
+
+    INPUT_SETTINGS = InputStream(NoteSettings)
+
+    @subscriber(INPUT_SETTINGS)
+    async def on_new(self, msg):
+        _note(self.SETTINGS.out, msg, self.SETTINGS)
+
+
+class SettingsTraps(Collection):
+    NAMED = HandlerNamedOnSettings()
+    TYPED = SettingsFromTheStream()
