@@ -78,6 +78,17 @@ def _metadata(comp: Component, name: str) -> ComponentMetadata:
     )
 
 
+def _check_importable(cls: type, address: str) -> None:
+    """A worker process imports a unit's class (and so its settings class) by module and name:
+    a class defined inside a function has no such name."""
+    settings_type = cls.settings_type()  # type: ignore[attr-defined]
+    for what, klass in (("unit", cls), ("settings", settings_type)):
+        if klass is not None and "<locals>" in klass.__qualname__:
+            raise ConfigurationError(
+                f"{address}: the {what} class {klass.__qualname__} is defined inside a function; worker "
+                "processes import units and their settings by name, so define them at module level")
+
+
 def assemble(components: Mapping[str, Component]) -> Assembly:
     """Address every component (``ROOT/CHILD/...``), read the network and process groups."""
     if not components:
@@ -97,6 +108,7 @@ def assemble(components: Mapping[str, Component]) -> Assembly:
         if type(comp).__module__ == "__main__":
             needs_main = True
         if isinstance(comp, Unit):
+            _check_importable(type(comp), address)
             if type(comp).settings_type() is not None and comp.settings_value is None:
                 raise ConfigurationError(f"{address}: {type(comp).__name__} has no settings; apply_settings() "
                                          "in the parent's configure() or pass them to the constructor")

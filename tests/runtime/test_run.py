@@ -76,6 +76,22 @@ async def test_a_failure_after_its_source_completed_in_the_same_process_is_a_run
     assert "SYS/BAD" in str(info.value) and "ValueError: cannot handle 0" in str(info.value)
 
 
+async def test_a_unit_class_defined_in_a_function_is_refused_by_name(no_leaks):
+    from ezmsg_console.protocol.errors import ConfigurationError
+    from ezmsg_console.runtime import Settings, Unit
+
+    class LocalSettings(Settings):
+        gain: float = 1.0
+
+    class LocalUnit(Unit):
+        SETTINGS = LocalSettings
+
+    with pytest.raises(ConfigurationError) as info:
+        await run_async(SYS=LocalUnit(), address=free_address(), duration=60)
+    assert "SYS: the unit class test_a_unit_class_defined_in_a_function_is_refused_by_name.<locals>.LocalUnit" \
+        in str(info.value) and "define them at module level" in str(info.value)
+
+
 async def test_killed_worker_stops_the_run_and_its_memory_is_swept(tmp_path, caplog, no_leaks):
     """SIGKILL the publisher's worker: its ring cannot unlink itself; the runner sweeps it."""
     import asyncio
