@@ -46,7 +46,6 @@ import dataclasses
 import functools
 import re
 import struct
-import typing
 from enum import Enum
 from typing import Any, Mapping
 
@@ -54,6 +53,7 @@ import msgpack
 import numpy as np
 
 from ..protocol.errors import DecodeError, LocalProtocolError
+from .msgtypes import type_name, types_for
 
 __all__ = ["Encoded", "decode", "encode", "to_bytes", "type_name", "types_for", "write_into"]
 
@@ -95,11 +95,6 @@ class Encoded:
 
     def __repr__(self) -> str:
         return f"Encoded(header={len(self.header)} B, buffers={len(self.buffers)}, nbytes={self.nbytes})"
-
-
-def type_name(cls: type) -> str:
-    """The wire name of a dataclass: ``"module.QualName"``."""
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 # -- encoding -------------------------------------------------------------------
@@ -372,6 +367,10 @@ class _Decoder:
             if cls is None:
                 return {"__type__": name, **obj}
             try:
+                converters = getattr(self.types, "converters", None)
+                for key, convert in (converters.get(name, {}) if converters else {}).items():
+                    if key in obj:
+                        obj[key] = convert(obj[key])
                 return cls(**obj)
             except Exception as exc:  # noqa: BLE001 - a mismatched payload must surface as DecodeError
                 raise DecodeError(f"cannot rebuild {name}: {type(exc).__name__}: {exc}") from None
@@ -439,33 +438,3 @@ def decode(src: bytes | bytearray | memoryview, *, copy: bool = True,
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must only ever raise DecodeError
         raise DecodeError(f"malformed payload: {type(exc).__name__}: {exc}") from None
-
-
-def types_for(msg_type: Any) -> dict[str, type]:
-    """The ``types`` map for :func:`decode`: every dataclass reachable from ``msg_type``.
-
-    Follows field type hints and typing constructs (``Optional[X]``, ``list[X]``,
-    ``dict[str, X]``, unions, generic aliases); unresolvable hints are skipped.
-    """
-    found: dict[str, type] = {}
-    seen: set[int] = set()
-    stack: list[Any] = [msg_type]
-    while stack:
-        tp = stack.pop()
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            if id(tp) not in seen:
-                seen.add(id(tp))
-                found[type_name(tp)] = tp
-                try:
-                    stack.extend(typing.get_type_hints(tp).values())
-                except Exception:  # noqa: BLE001 - unresolvable forward references
-                    stack.extend(f.type for f in dataclasses.fields(tp) if not isinstance(f.type, str))
-            continue
-        origin = typing.get_origin(tp)
-        if origin is not None:
-            stack.append(origin)
-        try:
-            stack.extend(typing.get_args(tp))
-        except Exception:  # noqa: BLE001 - exotic objects in Annotated metadata
-            pass
-    return found

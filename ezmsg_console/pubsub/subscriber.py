@@ -185,7 +185,8 @@ class Subscriber:
         self.zero_copy = zero_copy and not info.leaky  # leaky messages are acknowledged on arrival
         self.received = 0
         self.bytes_received = 0  # payload bytes of SHM/TCP messages (a local hand-off counts 0)
-        self.dropped = 0
+        self.dropped = 0  # leaky drops and messages that could not be decoded
+        self.undecodable = 0  # of which: could not be decoded (logged once per subscriber)
         self.last_channel = "UNKNOWN"
         self.kept_views = 0
         self.closed = False
@@ -228,14 +229,25 @@ class Subscriber:
                 msg = payload.decode(memoryview(anchor), copy=False, types=self._types)  # type: ignore[arg-type]  # numpy declares ndarray.__buffer__ for Python 3.12+ only
             else:
                 msg = payload.decode(body, copy=True, types=self._types)
-        except DecodeError as exc:
-            log.warning("dropping undecodable message on %s: %s", self.topic, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad payload is a counted drop, never the end of the run
+            self._undecodable(exc, len(body))
             link.ack(slot, msg_id)
             return
         channel = "SHM" if kind == KIND_SHM else "TCP"
         delivery = Delivery(msg, link, slot, msg_id, publish_ns, channel, anchor, self)
         delivery.big = len(body) >= BIG_MESSAGE
         self._push(delivery, len(body))
+
+    def _undecodable(self, exc: BaseException, nbytes: int) -> None:
+        """Count a message that cannot be decoded as received and dropped; say why once."""
+        self.received += 1
+        self.bytes_received += nbytes
+        self.dropped += 1
+        self.undecodable += 1
+        if self.undecodable == 1:
+            log.warning("dropping a message on %s that cannot be decoded (%s); further ones are counted as "
+                        "drops without a warning", self.topic,
+                        exc if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}")
 
     def _on_remote_host_message(self, link: SubscriberLink, kind: int, slot: int, msg_id: int, publish_ns: int,
                                 body: memoryview | bytes) -> None:

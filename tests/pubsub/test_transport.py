@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
+import logging
 
 import numpy as np
 import pytest
@@ -16,6 +18,29 @@ class Chunk:
     seq: int
     data: np.ndarray
     label: str
+
+
+class Mode(enum.Enum):
+    LOW = "lowpass"
+    HIGH = "highpass"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    mode: Mode
+    fallback: Mode | None = None
+    history: list[Mode] = dataclasses.field(default_factory=list)
+    data: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    value: float
+
+
+Impostor = dataclasses.make_dataclass("Reading", [("other", int)], frozen=True)
+"""Another class with Reading's wire name and other fields: a payload Reading cannot be rebuilt from."""
+Impostor.__module__, Impostor.__qualname__ = Reading.__module__, Reading.__qualname__
 
 
 ARRAYS = [
@@ -85,6 +110,38 @@ async def test_dataclass_and_plain_messages(make_host):
     np.testing.assert_array_equal(chunk.data, np.ones((2, 3)))
     plain = await asyncio.wait_for(sub.recv(), TIMEOUT)
     assert plain == {"gain": 2.5, "names": ["a", "b"], "blob": b"\x00\x01"}
+
+
+@pytest.mark.parametrize("force_tcp", [False, True], ids=["SHM", "TCP"])
+async def test_enum_fields_cross_a_process_boundary_as_members(make_host, force_tcp):
+    pub_host, sub_host = await make_host(), await make_host()
+    pub = await pub_host.publisher("E/OUT", force_tcp=force_tcp)
+    sub = await sub_host.subscriber("E/OUT", msg_type=Tuned)
+    await sub.wait_for_publishers(1, TIMEOUT)
+    sent = Tuned(Mode.HIGH, None, [Mode.LOW, Mode.HIGH], np.arange(4.0))
+    await pub.broadcast(sent)
+    await pub.broadcast(Tuned(Mode.LOW, Mode.HIGH))
+    got = await asyncio.wait_for(sub.recv(), TIMEOUT)
+    assert got.mode is Mode.HIGH and got.fallback is None and got.history == [Mode.LOW, Mode.HIGH]
+    np.testing.assert_array_equal(got.data, sent.data)
+    assert await asyncio.wait_for(sub.recv(), TIMEOUT) == Tuned(Mode.LOW, Mode.HIGH)
+    assert sub.dropped == 0 and sub.last_channel == ("TCP" if force_tcp else "SHM")
+
+
+async def test_a_message_that_cannot_be_decoded_is_a_counted_drop_said_once(make_host, caplog):
+    pub_host, sub_host = await make_host(), await make_host()
+    pub = await pub_host.publisher("R/OUT")
+    sub = await sub_host.subscriber("R/OUT", msg_type=Reading)
+    await sub.wait_for_publishers(1, TIMEOUT)
+    with caplog.at_level(logging.WARNING, logger="ezmsg_console.pubsub.subscriber"):
+        for msg in (Impostor(1), Reading(2.5), Impostor(2), Reading(3.5)):
+            await pub.broadcast(msg)
+        assert await asyncio.wait_for(sub.recv(), TIMEOUT) == Reading(2.5)
+        assert await asyncio.wait_for(sub.recv(), TIMEOUT) == Reading(3.5)  # the subscriber carries on
+    assert (sub.received, sub.dropped, sub.undecodable) == (4, 2, 2)
+    warnings = [r.getMessage() for r in caplog.records if "cannot be decoded" in r.getMessage()]
+    assert len(warnings) == 1 and "R/OUT" in warnings[0] and "cannot rebuild" in warnings[0]
+    await pub.drain(TIMEOUT)  # every slot came back: the bad messages were acknowledged too
 
 
 async def test_fan_out_to_three_subscribers_on_two_hosts(make_host):
