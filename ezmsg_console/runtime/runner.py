@@ -81,6 +81,7 @@ class Runner:
         self.errors: list[dict[str, Any]] = []
         self.reason = ""
         self._stop = asyncio.Event()
+        self._forced = asyncio.Event()  # a second stop signal: no grace period, kill the workers
         self._progress = asyncio.Event()
         self._watchers: set[asyncio.Task[None]] = set()
         self.ctx: GraphContext | None = None
@@ -91,13 +92,25 @@ class Runner:
             self._stop.set()
             self._progress.set()
 
+    def _on_signal(self, name: str) -> None:
+        """SIGINT/SIGTERM: the first stops the run cleanly; a second one, while it stops, kills
+        the workers at once (their shared memory is swept as for any killed worker)."""
+        if not self._stop.is_set():
+            self.request_stop(f"signal {name}")
+            log.warning("stopping the run (%s); %s again kills the workers at once", name,
+                        "Ctrl+C" if name == "SIGINT" else name)
+        elif not self._forced.is_set():
+            self._forced.set()
+            self.reason += f"; forced by a second {name}"
+            log.warning("second %s: killing the workers now", name)
+
     async def run(self) -> RunResult:
         started = time.monotonic()
         assembly = assemble(self.components)
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
+                loop.add_signal_handler(sig, self._on_signal, signal.Signals(sig).name)
         self.ctx = GraphContext(self.address, auto_start=True, token=self.token, name=f"runner:{os.getpid()}")
         await self.ctx.open()
         try:
@@ -257,16 +270,22 @@ class Runner:
             if worker.proc.stdin is not None and not worker.proc.stdin.is_closing():
                 worker.proc.stdin.close()
         if live:
-            _done, _pending = await asyncio.wait([asyncio.ensure_future(w.proc.wait()) for w in live],
-                                                timeout=self.grace)
+            exits = [asyncio.ensure_future(w.proc.wait()) for w in live]
+            forced = asyncio.ensure_future(self._forced.wait())
+            await asyncio.wait([forced, asyncio.ensure_future(asyncio.wait(exits))], timeout=self.grace,
+                               return_when=asyncio.FIRST_COMPLETED)
+            forced.cancel()
             for worker in live:
                 if worker.proc.returncode is None:
-                    log.warning("worker %s did not stop within %.1f s; killing it", worker.group, self.grace)
+                    if self._forced.is_set():
+                        log.warning("killing worker %s", worker.group)
+                    else:
+                        log.warning("worker %s did not stop within %.1f s; killing it", worker.group, self.grace)
                     worker.proc.kill()
             for worker in live:
                 await worker.proc.wait()
         if self._watchers:  # let the watchers read the workers' last status lines
-            await asyncio.wait(self._watchers, timeout=self.grace)
+            await asyncio.wait(self._watchers, timeout=1.0 if self._forced.is_set() else self.grace)
 
 
 def _components(components: tuple[Component, ...], name: str | None,

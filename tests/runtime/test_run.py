@@ -113,6 +113,48 @@ async def test_killed_worker_stops_the_run_and_its_memory_is_swept(tmp_path, cap
     assert "removed 1 shared-memory segment(s) left by killed workers" in caplog.text
 
 
+def test_a_second_sigint_kills_a_run_that_is_slow_to_stop(tmp_path, no_leaks):
+    """The first SIGINT stops the run with a 60 s grace; the unit raises while cancelled (logged)
+    and its shutdown() hangs; a second SIGINT ends the run at once."""
+    marker = tmp_path / "stopping"
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {ROOT!r})
+        from ezmsg_console.runtime import run
+        from tests.runtime.units import Stubborn, StubbornSettings
+        result = run(SYS=Stubborn(StubbornSettings(marker={str(marker)!r})), address={free_address()!r}, grace=60)
+        print("reason:", result.reason, flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        me = psutil.Process(proc.pid)
+        import time
+
+        deadline = time.monotonic() + TIMEOUT
+        running = tmp_path / "stopping.running"
+        while not running.exists() and time.monotonic() < deadline:  # its task is publishing
+            time.sleep(0.05)
+        assert running.exists()
+        workers = [c for c in me.children(recursive=True) if "runtime.worker" in " ".join(c.cmdline())]
+        assert len(workers) == 1
+        proc.send_signal(signal.SIGINT)
+        while not marker.exists() and time.monotonic() < deadline + TIMEOUT:  # in its hanging shutdown()
+            time.sleep(0.05)
+        assert marker.exists()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "reason: signal SIGINT; forced by a second SIGINT" in out
+    assert "SYS raised while stopping" in err and "ValueError: raised while being cancelled" in err
+    assert "killing worker SYS" in err
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
 def test_sigint_to_a_running_script_exits_cleanly(tmp_path, no_leaks):
     script = tmp_path / "endless.py"
     script.write_text(textwrap.dedent(f"""

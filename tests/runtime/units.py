@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import numpy as np
 
@@ -218,3 +219,31 @@ class SettingsFromTheStream(Unit):
 class SettingsTraps(Collection):
     NAMED = HandlerNamedOnSettings()
     TYPED = SettingsFromTheStream()
+
+
+class StubbornSettings(Settings):
+    marker: str = ""
+
+
+class Stubborn(Unit):
+    """Slow to stop: its task raises while being cancelled, then shutdown() blocks for a minute
+    (after touching ``marker``; ``marker.running`` once the task runs)."""
+
+    SETTINGS = StubbornSettings
+    OUTPUT = OutputStream(np.ndarray)
+
+    @publisher(OUTPUT)
+    async def tick(self):
+        with open(self.SETTINGS.marker + ".running", "w"):
+            pass
+        try:
+            while True:
+                yield self.OUTPUT, np.array([1])
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            raise ValueError("raised while being cancelled") from None
+
+    async def shutdown(self) -> None:
+        with open(self.SETTINGS.marker, "w"):
+            pass
+        time.sleep(60)  # blocks the worker's loop: only a kill ends it sooner
