@@ -37,6 +37,14 @@ TIMEOUT_FACTOR = float(os.environ.get("EZMSG_CONSOLE_TEST_TIMEOUT_FACTOR", "1") 
 TIMEOUT = 10.0 * TIMEOUT_FACTOR
 """The one deadline every test wait derives from (10 s times the factor)."""
 
+FUZZ_SCALE = float(os.environ.get("EZMSG_CONSOLE_TEST_FUZZ_SCALE", "1") or 1)
+"""Scales the example count of every property-based test (e.g. 10 for a deep run)."""
+
+
+def fuzz_examples(n: int) -> int:
+    """Hypothesis ``max_examples`` for a property test whose everyday count is ``n``."""
+    return max(1, round(n * FUZZ_SCALE))
+
 
 def free_port() -> int:
     """A port free on 127.0.0.1 right now (for a server the test starts by address)."""

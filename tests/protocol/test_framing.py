@@ -18,6 +18,8 @@ from ezmsg_console.protocol.framing import (
     encode_frame,
 )
 
+from ..conftest import fuzz_examples
+
 
 def header(n: int) -> bytes:
     return struct.pack(">I", n)
@@ -63,7 +65,7 @@ def test_feed_accepts_bytearray_and_memoryview() -> None:
     assert dec.feed(memoryview(frame)[3:]) == [b"xyz"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=8),
     data=st.data(),
@@ -81,7 +83,7 @@ def test_any_chunking_yields_same_bodies(bodies: list[bytes], data: st.DataObjec
     assert dec.buffered == 0
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=fuzz_examples(50), deadline=None)
 @given(bodies=st.lists(st.binary(max_size=50), min_size=1, max_size=6))
 def test_one_byte_chunks(bodies: list[bytes]) -> None:
     stream = b"".join(encode_frame(b) for b in bodies)

@@ -49,7 +49,9 @@ from ezmsg_console.protocol.messages import (
 )
 from ezmsg_console.protocol.wire import Message, decode_message, encode_message
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from ..conftest import fuzz_examples
+
+FUZZ = settings(max_examples=fuzz_examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SERVER_HELLO = ServerHello(PROTOCOL_VERSION, "srv", "ep", "n" * 32, False)
 HELLO = Hello(PROTOCOL_VERSION, Role.SESSION, "fuzzer", "c" * 32)
@@ -224,7 +226,7 @@ def test_random_msgpack_decode_message(value: Any) -> None:
 
 
 @pytest.mark.parametrize("side,stage", [(Side.SERVER, "open"), (Side.CLIENT, "open"), (Side.SERVER, "fresh")])
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=st.lists(msgpack_bodies, min_size=1, max_size=3))
 def test_random_msgpack_frames_to_connection(side: Side, stage: str, values: list[Any]) -> None:
     conn = make_conn(side, stage)

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from ezmsg_console.protocol.gapqueue import GapMarker, GapQueue
 
+from ..conftest import fuzz_examples
+
 
 def drain(q: GapQueue) -> list[object]:
     out = []
@@ -143,7 +145,7 @@ def test_bad_limits(kwargs: dict[str, int]) -> None:
 ops_strategy = st.lists(st.sampled_from(["put", "put", "pop"]), max_size=200)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(
     ops=ops_strategy,
     max_items=st.integers(1, 6),
@@ -183,7 +185,7 @@ def test_popped_stream_accounts_for_every_seq(
     assert (markers == 0) == (q.dropped == 0)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=fuzz_examples(100), deadline=None)
 @given(ops=ops_strategy, max_items=st.integers(1, 6))
 def test_queue_never_holds_two_adjacent_markers(ops: list[str], max_items: int) -> None:
     q = GapQueue(max_items=max_items)

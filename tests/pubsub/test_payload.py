@@ -20,7 +20,9 @@ from ezmsg_console.protocol.errors import DecodeError, LocalProtocolError
 from ezmsg_console.pubsub import payload
 from ezmsg_console.pubsub.payload import Encoded, decode, encode, to_bytes, type_name, types_for, write_into
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from ..conftest import fuzz_examples
+
+FUZZ = settings(max_examples=fuzz_examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Color(enum.Enum):
@@ -116,7 +118,7 @@ def test_array_roundtrip_all_dtypes_and_shapes(dtype: str, shape: tuple[int, ...
                     hnp.boolean_dtypes(), hnp.datetime64_dtypes(endianness="?"),
                     hnp.byte_string_dtypes(min_len=1), hnp.unicode_string_dtypes(min_len=1)),
     shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)))
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=fuzz_examples(100), deadline=None)
 def test_array_roundtrip_hypothesis(arr: np.ndarray) -> None:
     same_array(arr, roundtrip(arr))
     same_array(arr, roundtrip([1, {"a": arr}], copy=False)[1]["a"])
@@ -131,7 +133,7 @@ plain = st.recursive(
 
 
 @given(plain)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=fuzz_examples(150), deadline=None)
 def test_plain_data_roundtrip_hypothesis(msg: Any) -> None:
     assert roundtrip(msg) == msg
     assert roundtrip(msg, copy=False) == msg

@@ -45,7 +45,7 @@ from ezmsg_console.runtime.runner import Runner
 from ezmsg_console.server import GraphServer
 from ezmsg_console.settings.values import to_plain
 
-from ..conftest import TIMEOUT, eventually, snapshot_when
+from ..conftest import TIMEOUT, eventually, fuzz_examples, snapshot_when
 from .conftest import threaded_server
 from .tunable import RIG_LABEL, Mode, NestedSettings, Rig, TunableSettings
 
@@ -420,7 +420,7 @@ async def test_malformed_edit_payload_is_invalid_request(rig: RigHandle, payload
     await assert_nothing_changed_and_unit_alive(ctx, before, seq_before)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gain=st.one_of(st.floats(), st.integers(min_value=-30, max_value=30)))
 @example(gain=10)
 @example(gain=-10.0)
