@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from .decorators import main, task, thread, timeit
 from .runner import RunResult, run, run_async
 from .settings import Settings, setting
+from .state import State
 from .unit import (
     Collection,
     Complete,
@@ -23,10 +25,15 @@ __all__ = [
     "OutputStream",
     "RunResult",
     "Settings",
+    "State",
     "Unit",
+    "main",
     "publisher",
     "run",
     "run_async",
     "setting",
     "subscriber",
+    "task",
+    "thread",
+    "timeit",
 ]

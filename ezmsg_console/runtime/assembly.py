@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from ..protocol.errors import ConfigurationError
 from ..protocol.graph import ComponentMetadata, ComponentType, GraphMetadata, StreamDirection, StreamMetadata
@@ -89,8 +89,12 @@ def _check_importable(cls: type, address: str) -> None:
                 "processes import units and their settings by name, so define them at module level")
 
 
-def assemble(components: Mapping[str, Component]) -> Assembly:
-    """Address every component (``ROOT/CHILD/...``), read the network and process groups."""
+def assemble(components: Mapping[str, Component], *, connections: Iterable[tuple[Any, Any]] = (),
+             single_process: bool = False) -> Assembly:
+    """Address every component (``ROOT/CHILD/...``), read the network and process groups.
+
+    ``connections``: more ``(from, to)`` edges (streams or topic strings), as ezmsg's
+    ``run(connections=...)``; ``single_process``: every unit in one worker process."""
     if not components:
         raise ConfigurationError("run() needs at least one component")
     metas: list[ComponentMetadata] = []
@@ -133,6 +137,15 @@ def assemble(components: Mapping[str, Component]) -> Assembly:
         if "/" in root_name or not root_name:
             raise ConfigurationError(f"invalid component name {root_name!r}")
         visit(comp, root_name, root_name, root_name)
+    for pair in connections:
+        try:
+            src, dst = pair
+        except (TypeError, ValueError):
+            raise ConfigurationError("connections must be (from, to) pairs") from None
+        edges.append((_topic(src, "connections"), _topic(dst, "connections")))
+    if single_process and groups:
+        first = sorted(groups)[0]
+        groups = {first: [unit for group in sorted(groups) for unit in groups[group]]}
 
     specs = tuple(
         (group, tuple(UnitSpec(u.address, class_path(type(u)), to_plain(u.settings_value)) for u in units))

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from ..client.context import GraphContext
 from ..client.reconnect import retry_until_connected
@@ -69,8 +69,11 @@ class RunResult:
 
 class Runner:
     def __init__(self, components: dict[str, Component], *, address: Any = None, token: str | None = None,
-                 duration: float | None = None, grace: float = 5.0) -> None:
+                 duration: float | None = None, grace: float = 5.0, connections: tuple[tuple[Any, Any], ...] = (),
+                 single_process: bool = False) -> None:
         self.components = components
+        self.connections = connections
+        self.single_process = single_process
         self.address = address
         self.token = token
         self.duration = duration
@@ -106,7 +109,7 @@ class Runner:
 
     async def run(self) -> RunResult:
         started = time.monotonic()
-        assembly = assemble(self.components)
+        assembly = assemble(self.components, connections=self.connections, single_process=self.single_process)
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -288,12 +291,16 @@ class Runner:
             await asyncio.wait(self._watchers, timeout=1.0 if self._forced.is_set() else self.grace)
 
 
-def _components(components: tuple[Component, ...], name: str | None,
-                named: dict[str, Component]) -> dict[str, Component]:
-    found = dict(named)
-    if len(components) > 1 and name is not None:
+def _components(roots: tuple[Component, ...], name: str | None, named: dict[str, Component],
+                components: Mapping[str, Component] | None) -> dict[str, Component]:
+    found = dict(components or {})
+    for key, comp in named.items():
+        if key in found:
+            raise ConfigurationError(f"two components named {key}")
+        found[key] = comp
+    if len(roots) > 1 and name is not None:
         raise ConfigurationError("name= only applies to a single positional component")
-    for comp in components:
+    for comp in roots:
         key = name or type(comp).__name__.upper()
         if key in found:
             raise ConfigurationError(f"two components named {key}; pass them as keyword arguments")
@@ -301,12 +308,18 @@ def _components(components: tuple[Component, ...], name: str | None,
     return found
 
 
-async def run_async(*components: Component, name: str | None = None, address: Any = None,
+async def run_async(*roots: Component, name: str | None = None, address: Any = None,
                     token: str | None = None, duration: float | None = None, grace: float = 5.0,
-                    raise_on_error: bool = True, **named: Component) -> RunResult:
+                    raise_on_error: bool = True, components: Mapping[str, Component] | None = None,
+                    connections: Iterable[tuple[Any, Any]] | None = None, graph_address: Any = None,
+                    force_single_process: bool = False, **named: Component) -> RunResult:
     """The async form of :func:`run`, for callers already inside an event loop."""
-    runner = Runner(_components(components, name, named), address=address, token=token, duration=duration,
-                    grace=grace)
+    if graph_address is not None:
+        if address is not None and address != graph_address:
+            raise ConfigurationError("address= and graph_address= name the same thing; give one")
+        address = graph_address
+    runner = Runner(_components(roots, name, named, components), address=address, token=token, duration=duration,
+                    grace=grace, connections=tuple(connections or ()), single_process=force_single_process)
     result = await runner.run()
     if raise_on_error and result.errors:
         first = result.errors[0]
@@ -315,14 +328,21 @@ async def run_async(*components: Component, name: str | None = None, address: An
     return result
 
 
-def run(*components: Component, name: str | None = None, address: Any = None, token: str | None = None,
+def run(*roots: Component, name: str | None = None, address: Any = None, token: str | None = None,
         duration: float | None = None, grace: float = 5.0, raise_on_error: bool = True,
-        **named: Component) -> RunResult:
+        components: Mapping[str, Component] | None = None, connections: Iterable[tuple[Any, Any]] | None = None,
+        graph_address: Any = None, force_single_process: bool = False, **named: Component) -> RunResult:
     """Run components across worker processes until they finish (see the module doc).
 
-    ``run(SYS=MySystem())`` names the root ``SYS``; ``address`` finds the
-    GraphServer (one is started, embedded, if none answers). Raises RunError
-    (after a clean shutdown) when a unit failed, unless ``raise_on_error=False``.
+    ``run(SYS=MySystem())`` names the root ``SYS``; so does ezmsg's form
+    ``run(components={"SYS": MySystem()}, connections=((a.OUTPUT, "TOPIC"), ...))``, whose
+    ``connections`` add edges (streams or topic strings) to the roots' own networks.
+    ``address`` (or ezmsg's ``graph_address``) finds the GraphServer (one is started,
+    embedded, if none answers). ``force_single_process=True`` runs every unit in one worker
+    process (the runner stays a process of its own, so Ctrl+C and clean-up work as always).
+    Raises RunError (after a clean shutdown) when a unit failed, unless ``raise_on_error=False``.
     """
-    return asyncio.run(run_async(*components, name=name, address=address, token=token, duration=duration,
-                                 grace=grace, raise_on_error=raise_on_error, **named))
+    return asyncio.run(run_async(*roots, name=name, address=address, token=token, duration=duration,
+                                 grace=grace, raise_on_error=raise_on_error, components=components,
+                                 connections=connections, graph_address=graph_address,
+                                 force_single_process=force_single_process, **named))

@@ -26,11 +26,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
+import sys
 from typing import Any, Callable, Iterable, Iterator
 
 from ..protocol.errors import ConfigurationError
+from .state import new_state
 
 SETTINGS_STREAM = "INPUT_SETTINGS"
+
+HANDLER_MARKS = ("__ezc_subscribes__", "__ezc_publishes__", "__ezc_task__", "__ezc_thread__")
+"""Attributes the decorators set: a method with one is a handler the worker runs."""
 
 
 class Complete(Exception):
@@ -143,6 +149,20 @@ def publisher(stream: OutputStream) -> Callable[[Callable[..., Any]], Callable[.
     return mark
 
 
+def _class_slot(cls: type, name: str) -> type | None:
+    """The class assigned to ``name`` (``SETTINGS = X``), or annotated (``SETTINGS: X``), nearest first."""
+    for klass in cls.__mro__:
+        value = klass.__dict__.get(name)
+        if isinstance(value, type):
+            return value
+        hint = inspect.get_annotations(klass).get(name)
+        if isinstance(hint, str):  # ``from __future__ import annotations``: the name, in the class's module
+            hint = getattr(sys.modules.get(klass.__module__), hint, None)
+        if isinstance(hint, type) and hint is not Any:  # (the base classes' own ``SETTINGS: Any``)
+            return hint
+    return None
+
+
 class Component:
     """Common base of units and collections: settings and an address."""
 
@@ -163,10 +183,9 @@ class Component:
     def settings_type(cls) -> type | None:
         """The ``SETTINGS`` class; without one, the dataclass an ``INPUT_SETTINGS`` stream carries
         (a unit with dynamic settings and no ``SETTINGS`` is still typed by what it accepts)."""
-        for klass in cls.__mro__:
-            value = klass.__dict__.get("SETTINGS")
-            if isinstance(value, type):
-                return value
+        found = _class_slot(cls, "SETTINGS")
+        if found is not None:
+            return found
         stream = cls.streams().get(SETTINGS_STREAM)
         msg_type = getattr(stream, "msg_type", None)
         if isinstance(stream, InputStream) and isinstance(msg_type, type) and dataclasses.is_dataclass(msg_type):
@@ -197,7 +216,22 @@ class Component:
 
 
 class Unit(Component):
-    """A leaf component: runs in exactly one worker process."""
+    """A leaf component: runs in exactly one worker process.
+
+    ``STATE = SomeState`` (a :class:`~ezmsg_console.runtime.state.State`) gives each instance its
+    own ``self.STATE``."""
+
+    STATE: Any = None
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        state_type = type(self).state_type()
+        if state_type is not None:
+            self.STATE = new_state(state_type)
+
+    @classmethod
+    def state_type(cls) -> type | None:
+        return _class_slot(cls, "STATE")
 
     @classmethod
     def handlers(cls) -> Iterator[tuple[str, Callable[..., Any]]]:
@@ -206,7 +240,7 @@ class Unit(Component):
             for name, value in klass.__dict__.items():
                 if name in seen or not callable(value):
                     continue
-                if hasattr(value, "__ezc_subscribes__") or hasattr(value, "__ezc_publishes__"):
+                if any(hasattr(value, mark) for mark in HANDLER_MARKS):
                     seen.add(name)
                     yield name, value
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from typing import Any, Awaitable, Callable
 
 from ..protocol.errors import ConfigurationError
@@ -36,6 +37,7 @@ class UnitRunner:
         self.subscribers: dict[str, Subscriber] = {}
         self._handlers: dict[str, list[Callable[..., Any]]] = {}
         self._producers: list[Callable[..., Any]] = []
+        self._threads: list[Callable[..., Any]] = []  # @main / @thread: blocking, each in a thread
         self.tasks: list[asyncio.Task[None]] = []
         self.settings_hook: Callable[[Unit, Any], Awaitable[None]] | None = None
 
@@ -54,8 +56,10 @@ class UnitRunner:
                 if out.name not in self.publishers:
                     raise ConfigurationError(f"{self.address}: {fn.__name__} publishes on {out.name}, "
                                              "which is not an OutputStream of this unit")
-            if subscribes is None:
-                if not inspect.isasyncgenfunction(fn):
+            if getattr(fn, "__ezc_thread__", None):
+                self._threads.append(fn)
+            elif subscribes is None:
+                if not (inspect.isasyncgenfunction(fn) or getattr(fn, "__ezc_task__", False)):
                     raise ConfigurationError(f"{self.address}: publisher {fn.__name__} must be an async generator")
                 self._producers.append(fn)
             else:
@@ -74,6 +78,8 @@ class UnitRunner:
             self.tasks.append(asyncio.create_task(self._consume(name, sub), name=f"{self.address}/{name}"))
         for fn in self._producers:
             self.tasks.append(asyncio.create_task(self._produce(fn), name=f"{self.address}:{fn.__name__}"))
+        for fn in self._threads:
+            self.tasks.append(asyncio.create_task(self._in_thread(fn), name=f"{self.address}:{fn.__name__}"))
         for task in self.tasks:
             task.add_done_callback(lambda t: on_exit(self, t))
 
@@ -108,6 +114,33 @@ class UnitRunner:
     async def _produce(self, fn: Callable[..., Any]) -> None:
         try:
             await self._emit(fn, fn(self.unit))
+        except Complete:
+            pass
+
+    async def _in_thread(self, fn: Callable[..., Any]) -> None:
+        """Run a blocking @main/@thread function in a daemon thread; done when it returns (a
+        cancelled wait leaves the thread to end with the process: it cannot be interrupted)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(None) if error is None else done.set_exception(error)
+
+        def body() -> None:
+            error: BaseException | None = None
+            try:
+                fn(self.unit)
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop: the unit's error (or Complete)
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:  # the worker's loop is gone: the run ended while this ran
+                pass
+
+        threading.Thread(target=body, name=f"{self.address}:{fn.__name__}", daemon=True).start()
+        try:
+            await done
         except Complete:
             pass
 
