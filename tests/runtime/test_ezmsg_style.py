@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from .ezmsg_style import System, SystemSettings
 
 
 def check(out: str) -> dict:
-    data = json.loads(open(out).read())
+    data = json.loads(Path(out).read_text())
     texts = [g["text"] for g in data["got"]]
     assert texts == [f"hi-{i}@{i + 1}/1" for i in range(6)]  # every word, in order, the heartbeat task ran
     levels = [g["level"] for g in data["got"]]
