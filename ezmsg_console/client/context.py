@@ -79,6 +79,7 @@ class GraphContext:
         self.address: Address | None = None
         self.embedded_server: Any = None  # a GraphServer when auto_start started one
         self._conn: ClientConnection | None = None
+        self._endpoints: Any = None  # pubsub.script.ScriptEndpoints, once a script asks for one
 
     # -- lifecycle -------------------------------------------------------
 
@@ -111,13 +112,39 @@ class GraphContext:
         self.address = address
 
     async def close(self) -> None:
-        """Close the session; the server drops its edges and metadata."""
+        """Close the session (and this script's endpoints); the server drops its edges and metadata."""
+        endpoints, self._endpoints = self._endpoints, None
+        if endpoints is not None:
+            await endpoints.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
         server, self.embedded_server = self.embedded_server, None
         if server is not None:
             server.stop_thread()
+
+    # -- data endpoints for scripts ----------------------------------------
+
+    async def publisher(self, topic: str, **options: Any) -> Any:
+        """A :class:`~ezmsg_console.pubsub.publisher.Publisher` on ``topic`` for this script (as
+        ezmsg's ``GraphContext.publisher``): ``await pub.broadcast(msg)``; wire it with
+        :meth:`connect`. Options as ``OutputStream``'s (``num_buffers``, ``buf_size``, ``force_tcp``).
+        Closed with the context."""
+        return await (await self._script_endpoints()).publisher(topic, **options)
+
+    async def subscriber(self, topic: str, **options: Any) -> Any:
+        """A :class:`~ezmsg_console.pubsub.subscriber.Subscriber` on ``topic``: ``await sub.recv()``.
+        Options as ``InputStream``'s (``msg_type``, ``leaky``, ``max_queue``, ``zero_copy``)."""
+        return await (await self._script_endpoints()).subscriber(topic, **options)
+
+    async def _script_endpoints(self) -> Any:
+        if self._endpoints is None:
+            self.connection  # noqa: B018 - raises unless connected
+            from ..pubsub.script import ScriptEndpoints  # the data plane, loaded only for scripts that use it
+
+            self._endpoints = ScriptEndpoints(self.address, token=resolve_token(self._token), name=self.name,
+                                              timeout=self.timeout)
+        return self._endpoints
 
     async def wait_disconnected(self) -> None:
         """Return when the connection to the server is gone (at once if it already is)."""
