@@ -13,7 +13,10 @@ where the publisher is; it never sees a payload.
 2. Then the publisher sends, per message, a fixed 28-byte header
    ``MSG = (kind, slot, msg_id, publish_ns, length)``: kind ``SHM`` means the
    payload is in ring slot ``slot``; kind ``INLINE`` means ``length`` payload
-   bytes follow the header.
+   bytes follow the header; kind ``RING`` (``length`` bytes of msgpack follow:
+   ``shm_name``, ``buf_size``) says the publisher grew its ring for a bigger
+   message: every ``SHM`` message after it is in the new ring, every one before
+   it in the old one (which stays mapped while views of it live).
 3. The subscriber answers each message with a 12-byte ``ACK = (slot, msg_id)``
    once it no longer needs it. The publisher reuses a slot only when every
    subscriber it went to has acknowledged it: that is the backpressure. A link
@@ -38,6 +41,7 @@ ACK = struct.Struct("<IQ")
 FRAME = struct.Struct("<I")
 KIND_SHM = 1
 KIND_INLINE = 2
+KIND_RING = 3
 MAX_HELLO = 64 * 1024
 
 
@@ -215,6 +219,7 @@ class SubscriberLink(asyncio.Protocol):
         self._buf = bytearray()
         self.shm_view: memoryview | None = None
         self.segment: Segment | None = None
+        self._retired: list[Segment] = []  # rings the publisher replaced: older messages' views may use them
         self.buf_size = 0
         self._acks: _Coalescer | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -266,6 +271,11 @@ class SubscriberLink(asyncio.Protocol):
                     with view[pos + MSG.size:pos + MSG.size + length] as body:
                         self._on_message(self, kind, slot, msg_id, publish_ns, body)
                     pos += MSG.size + length
+                elif kind == KIND_RING:
+                    if end - pos - MSG.size < length:
+                        break
+                    self._switch_ring(unpackb(bytes(view[pos + MSG.size:pos + MSG.size + length])))
+                    pos += MSG.size + length
                 else:
                     raise RemoteProtocolError(f"unknown link message kind {kind}")
         except Exception:
@@ -283,8 +293,19 @@ class SubscriberLink(asyncio.Protocol):
             self.shm_view = self.segment.buf
             self.buf_size = int(reply["buf_size"])
 
+    def _switch_ring(self, ring: Any) -> None:
+        if not isinstance(ring, dict) or not isinstance(ring.get("shm_name"), str) \
+                or not isinstance(ring.get("buf_size"), int) or self.segment is None:
+            raise RemoteProtocolError(f"bad ring announcement {ring!r}")
+        segment = Segment(ring["shm_name"], 0, create=False)
+        self._retired.append(self.segment)
+        self.segment, self.shm_view, self.buf_size = segment, segment.buf, ring["buf_size"]
+
     def release_ring(self) -> None:
         self.shm_view = None
+        for segment in self._retired:
+            segment.close()
+        self._retired.clear()
         if self.segment is not None:
             self.segment.close()
             self.segment = None

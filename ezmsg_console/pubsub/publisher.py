@@ -4,27 +4,51 @@ Every message to at least one subscriber takes a slot until every subscriber
 it went to has acknowledged it, so at most ``num_buffers`` messages are in
 flight: a slow subscriber makes :meth:`Publisher.broadcast` wait
 (backpressure) instead of growing memory. Payloads for same-host subscribers
-are written once into the slot's shared memory; TCP subscribers, and messages
-larger than a slot, get the bytes inline. Same-process subscribers get the
-object itself (numpy arrays as read-only views).
+are written once into the slot's shared memory; TCP subscribers get the bytes
+inline. Same-process subscribers get the object itself (numpy arrays as
+read-only views).
+
+The ring grows to fit: a message larger than a slot makes a new ring with
+slots of its size plus an eighth (rounded up to 64 KiB), announced on every
+shared-memory link before the message (``KIND_RING``); no slot is copied and
+nobody waits: messages still leased stay in the old ring, whose memory is
+kept until the publisher closes (at most the size of the last ring again:
+each ring is at least 9/8 of the one before). A ring never grows beyond
+``MAX_RING_BYTES`` (``$EZMSG_CONSOLE_MAX_RING_BYTES``, default 1 GiB): a
+message too big for that goes inline over the socket instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..protocol.codec import packb
 from ..protocol.graph import PublisherInfo
 from . import payload
-from .channel import KIND_INLINE, KIND_SHM, MSG, PublisherLink
+from .channel import KIND_INLINE, KIND_RING, KIND_SHM, MSG, PublisherLink
 from .shm import Segment, new_name
 
 if TYPE_CHECKING:
     from .subscriber import Subscriber
+
+MAX_RING_ENV = "EZMSG_CONSOLE_MAX_RING_BYTES"
+DEFAULT_MAX_RING_BYTES = 1 << 30
+SLOT_ROUND = 64 * 1024
+
+
+def max_ring_bytes() -> int:
+    """The most shared memory one publisher's ring may take (``$EZMSG_CONSOLE_MAX_RING_BYTES``)."""
+    try:
+        return max(0, int(os.environ.get(MAX_RING_ENV, "") or DEFAULT_MAX_RING_BYTES))
+    except ValueError:
+        return DEFAULT_MAX_RING_BYTES
+
 
 YIELD_BYTES = 16 * 1024 * 1024
 """After sending this many payload bytes, broadcast yields once to the event loop."""
@@ -55,6 +79,9 @@ class Publisher:
         self.buf_size = info.buf_size
         self._run_tag = run_tag
         self._segment: Segment | None = None
+        self._retired: list[Segment] = []  # rings replaced by a bigger one (messages may still be in them)
+        self.max_ring_bytes = max_ring_bytes()
+        self.rings_grown = 0
         self._leases = [0] * self.num_buffers
         self._free: collections.deque[int] = collections.deque(range(self.num_buffers))
         self._slot_freed = asyncio.Event()
@@ -158,6 +185,8 @@ class Publisher:
         if links:
             enc = payload.encode(msg)
             nbytes = enc.nbytes
+            if nbytes > self.buf_size and self._segment is not None:
+                self._grow(nbytes, links)
             fits = nbytes <= self.buf_size and self._segment is not None
             written = False
             inline: bytes | None = None
@@ -189,6 +218,22 @@ class Publisher:
             self._since_yield = 0
             await asyncio.sleep(0)
 
+    def _grow(self, nbytes: int, links: list[PublisherLink]) -> None:
+        """A ring whose slots hold ``nbytes`` (and an eighth more), announced on every shared-memory
+        link; nothing happens if that ring would exceed :attr:`max_ring_bytes` (the message goes inline)."""
+        size = -(-(nbytes + nbytes // 8) // SLOT_ROUND) * SLOT_ROUND
+        if size * self.num_buffers > self.max_ring_bytes:
+            return
+        assert self._segment is not None
+        segment = Segment(new_name(self._run_tag), self.num_buffers * size, create=True)
+        self._retired.append(self._segment)
+        self._segment, self.buf_size = segment, size
+        self.rings_grown += 1
+        announcement = packb({"shm_name": segment.name, "buf_size": size})
+        for link in links:
+            if link.use_shm:
+                link.send(MSG.pack(KIND_RING, 0, 0, 0, len(announcement)), announcement)
+
     def release_local(self, slot: int) -> None:
         """A same-process subscriber is done with the message in ``slot``."""
         self._release(slot)
@@ -217,6 +262,9 @@ class Publisher:
         for sub in list(self.local):
             sub.publisher_gone(self)
         self.local.clear()
+        for segment in self._retired:
+            segment.close()
+        self._retired.clear()
         if self._segment is not None:
             self._segment.close()
             self._segment = None

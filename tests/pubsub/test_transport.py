@@ -239,6 +239,38 @@ async def test_message_larger_than_a_slot(make_host, force_tcp):
     np.testing.assert_array_equal(await asyncio.wait_for(sub.recv(), TIMEOUT), [5.0])
 
 
+async def test_the_ring_grows_to_fit_without_copying_or_waiting(make_host):
+    """Default slots (64 KiB), then a 200 KB and a 1 MiB message: both travel in shared memory, in
+    new rings announced on the link; a zero-copy view of a message in the old ring stays valid."""
+    pub, sub = await pair(make_host, zero_copy=True)
+    small = np.arange(1000, dtype=np.float64)
+    await pub.broadcast(small)
+    held = await asyncio.wait_for(sub.recv_delivery(), TIMEOUT)  # leased, in the first ring
+    frames = [np.full((100, 256), 1.5), np.arange(131_072, dtype=np.float64)]  # 200 KB, 1 MiB
+    for frame in frames:
+        await pub.broadcast(frame)
+    for frame in frames:
+        delivery = await asyncio.wait_for(sub.recv_delivery(), TIMEOUT)
+        assert delivery.channel == "SHM" and not delivery.msg.flags.writeable  # a view of the ring
+        np.testing.assert_array_equal(delivery.msg, frame)
+        delivery.done()
+    assert pub.rings_grown == 2 and pub.buf_size >= frames[1].nbytes
+    np.testing.assert_array_equal(held.msg, small)  # the old ring is still mapped for it
+    held.done()
+    assert await pub.drain(TIMEOUT)
+
+
+async def test_a_message_beyond_the_ring_limit_goes_inline(make_host, monkeypatch):
+    monkeypatch.setenv("EZMSG_CONSOLE_MAX_RING_BYTES", str(4 * 1024 * 1024))  # 32 slots of 128 KiB at most
+    pub, sub = await pair(make_host)
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB: a 900 KiB slot would need 28 MiB
+    await pub.broadcast(big)
+    delivery = await asyncio.wait_for(sub.recv_delivery(), TIMEOUT)
+    np.testing.assert_array_equal(delivery.msg, big)
+    assert delivery.channel == "TCP" and pub.rings_grown == 0  # inline, over the link's socket
+    delivery.done()
+
+
 async def test_zero_copy_view_kept_by_a_handler_holds_its_slot(make_host):
     pub, sub = await pair(make_host, num_buffers=2, zero_copy=True)
     await pub.broadcast(np.arange(4.0))
