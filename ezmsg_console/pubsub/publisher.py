@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -36,6 +37,8 @@ from .shm import Segment, new_name
 
 if TYPE_CHECKING:
     from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
 
 MAX_RING_ENV = "EZMSG_CONSOLE_MAX_RING_BYTES"
 DEFAULT_MAX_RING_BYTES = 1 << 30
@@ -225,7 +228,14 @@ class Publisher:
         if size * self.num_buffers > self.max_ring_bytes:
             return
         assert self._segment is not None
-        segment = Segment(new_name(self._run_tag), self.num_buffers * size, create=True)
+        try:
+            segment = Segment(new_name(self._run_tag), self.num_buffers * size, create=True)
+        except OSError as exc:  # no shared memory to spare: this message (and the next big ones) go inline
+            if self.max_ring_bytes:
+                log.warning("%s: cannot grow the shared-memory ring to %d bytes (%s); big messages go inline",
+                            self.topic, self.num_buffers * size, exc)
+            self.max_ring_bytes = 0
+            return
         self._retired.append(self._segment)
         self._segment, self.buf_size = segment, size
         self.rings_grown += 1
