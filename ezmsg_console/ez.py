@@ -5,7 +5,8 @@ that import changed: ``ez.Unit``, ``ez.Collection``, ``ez.Settings``, ``ez.State
 ``ez.InputStream``/``ez.OutputStream``, ``@ez.subscriber``/``@ez.publisher``/``@ez.task``/
 ``@ez.main``/``@ez.thread``/``@ez.timeit``, ``ez.Complete``/``ez.NormalTermination``,
 ``ez.NetworkDefinition``, ``ez.logger`` and ``ez.run(...)`` (keyword roots, or
-``components=``/``connections=``/``graph_address=``/``force_single_process=``).
+``components=``/``connections=``/``graph_address=``/``force_single_process=``). One addition of
+ours: ``with ez.profile_span("label"):`` times part of a handler (``user_span_ns``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .runtime import (
     State,
     Unit,
     main,
+    profile_span,
     publisher,
     run,
     run_async,
@@ -53,6 +55,7 @@ __all__ = [
     "Unit",
     "logger",
     "main",
+    "profile_span",
     "publisher",
     "run",
     "run_async",

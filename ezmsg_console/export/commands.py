@@ -110,14 +110,14 @@ def add_headless_commands(sub: Any) -> None:
         "(schema ezmsg-console.snapshot/1, keys sorted so two snapshots diff cleanly), or as CSV tables, "
         "or the topology as a Graphviz DOT or Mermaid graph.",
         epilog="CSV: with -o FOLDER, one file per table (edges, processes, settings, publishers, subscribers, "
-        "errors); with -o FILE.csv or -o -, the single table named by --include. Exit codes: 0 ok, 2 server "
+        "spans, errors); with -o FILE.csv or -o -, the single table named by --include. Exit codes: 0 ok, 2 server "
         "unreachable, 3 partial (some process did not answer; the document lists it under 'errors').")
     _server_args(snap, f"overall deadline for connecting and, with --embed-demo, for the demo to start "
                  f"(default {SNAPSHOT_TIMEOUT:g}); each process gets min(2, TIMEOUT/4) s to answer")
     snap.add_argument("--format", choices=FORMATS, default="json", help="output format (default json)")
     snap.add_argument("--include", metavar="SECTIONS", type=_include, default=None,
                       help=f"comma-separated sections to collect (default all: {','.join(SECTIONS)}); "
-                      "CSV table names (edges, publishers, subscribers) are accepted too")
+                      "CSV table names (edges, publishers, subscribers, spans) are accepted too")
     snap.add_argument("-o", "--output", metavar="PATH", default="-",
                       help="file to write (default -: stdout); for CSV a folder gets one file per table")
     snap.add_argument("--window", metavar="SECONDS", type=_non_negative, default=PROFILING_WINDOW,

@@ -23,7 +23,7 @@ SECTION_TABLES: dict[str, tuple[str, ...]] = {
     "topology": ("edges",),
     "processes": ("processes",),
     "settings": ("settings",),
-    "profiling": ("publishers", "subscribers"),
+    "profiling": ("publishers", "subscribers", "spans"),
 }
 """The CSV tables of each document section (``errors.csv`` goes with every folder export)."""
 
@@ -40,6 +40,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
                     "drops_total", "receive_rate_hz_window", "bytes_rate_window", "latency_p50_ns",
                     "latency_p99_ns", "handler_p50_ns", "handler_p99_ns", "queue_depth", "leaky", "publishers",
                     "channel_kind_last", "timed_messages_total", "timing_sample_k"),
+    "spans": ("topic", "process_id", "endpoint_id", "label", "count", "p50_ns", "p90_ns", "p99_ns", "max_ns",
+              "mean_ns"),
     "errors": ("section", "process_id", "error_code", "error"),
 }
 
@@ -204,13 +206,27 @@ def _subscriber_rows(doc: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _span_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """One row per profile_span label of each subscriber (totals since the run began)."""
+    rows = []
+    for pid, s in _profiles(doc, "subscribers"):
+        for span in s.get("user_spans") or ():
+            h = span.get("span_ns") or {}
+            count = h.get("count") or 0
+            rows.append([s.get("topic"), pid, s.get("endpoint_id"), span.get("label"), count, h.get("p50_ns"),
+                         h.get("p90_ns"), h.get("p99_ns"), h.get("max_ns"),
+                         (h.get("sum_ns") or 0) / count if count else None])
+    return rows
+
+
 def _error_rows(doc: dict[str, Any]) -> list[list[Any]]:
     return [[e.get("section"), e.get("process_id"), e.get("error_code"), e.get("error")]
             for e in doc.get("errors") or ()]
 
 
 _TABLE_ROWS = {"edges": _edge_rows, "processes": _process_rows, "settings": _settings_rows,
-               "publishers": _publisher_rows, "subscribers": _subscriber_rows, "errors": _error_rows}
+               "publishers": _publisher_rows, "subscribers": _subscriber_rows, "spans": _span_rows,
+               "errors": _error_rows}
 
 
 # -- topology graphs ----------------------------------------------------------------

@@ -79,6 +79,7 @@ class EzmsgSource:
         self._owner_of: dict[str, str] = {}  # unit -> process id
         self._last_snapshot: Any = None
         self._handler: dict[str, collections.deque[tuple[int, int]]] = {}
+        self._spans: dict[tuple[str, str], collections.deque[tuple[int, int]]] = {}  # (endpoint, topic:label)
         self._traces: dict[str, tuple[ProfilingTraceControl, float]] = {}  # process -> (control, expires mono)
         self._cpu = procinfo.CpuMeter()
 
@@ -312,7 +313,10 @@ class EzmsgSource:
         window_from = now - int(float(raw.window_seconds or 0.0) * 1e9)
         window = {e: [v for t, v in d if t >= window_from] for e, d in self._handler.items()}
         totals = {e: [v for _t, v in d] for e, d in self._handler.items()}
-        snap = translate.profiling_snapshot(raw, window, totals)
+        spans: dict[str, dict[str, tuple[list[int], list[int]]]] = {}
+        for (endpoint, topic), d in self._spans.items():
+            spans.setdefault(endpoint, {})[topic] = ([v for t, v in d if t >= window_from], [v for _t, v in d])
+        snap = translate.profiling_snapshot(raw, window, totals, spans)
         proc = self._processes.get(snap.process_id)
         trace = self._traces.get(snap.process_id)
         remaining = trace[1] - time.monotonic() if trace else 0.0
@@ -384,9 +388,17 @@ class EzmsgSource:
                               max_queue=max_queue, on_end=self._lost)
 
     def _keep_handler_samples(self, batch: Any) -> None:
+        """Keep traced handler times (lease_time_ns) and handler spans (user_span_ns, one per
+        callable, topic ``topic:callable``) for the snapshots' percentiles."""
         for s in batch.samples or ():
             if s.metric == translate.HANDLER_METRIC:
                 ring = self._handler.get(str(s.endpoint_id))
                 if ring is None:
                     ring = self._handler[str(s.endpoint_id)] = collections.deque(maxlen=HANDLER_SAMPLES)
+                ring.append((int(s.timestamp), int(s.value)))
+            elif s.metric == translate.SPAN_METRIC:
+                key = (str(s.endpoint_id), str(s.topic))
+                ring = self._spans.get(key)
+                if ring is None:
+                    ring = self._spans[key] = collections.deque(maxlen=HANDLER_SAMPLES // 4)
                 ring.append((int(s.timestamp), int(s.value)))

@@ -22,7 +22,7 @@ from ..protocol.graph import (ComponentMetadata, ComponentType, EdgeOwners, Edge
                               ProcessInfo, SessionInfo, StreamDirection, StreamMetadata, TopologyEvent,
                               TopologyEventType)
 from ..protocol.profiling import (HistogramSnapshot, ProcessProfilingSnapshot, ProfilingTraceBatch,
-                                  ProfilingTraceSample, PublisherProfile, SubscriberProfile)
+                                  ProfilingTraceSample, PublisherProfile, SpanProfile, SubscriberProfile)
 from ..protocol.settings import SettingsChangedEvent, SettingsEventType, SettingsSnapshotValue
 from .schema import plain_schema
 
@@ -30,6 +30,8 @@ UNMEASURED = ("bytes", "backpressure", "drops", "queue", "links", "histograms", 
 """What an ezmsg 3.9 process does not measure (shown as "n/a", exported as null)."""
 HANDLER_METRIC = "lease_time_ns"
 """Upstream's subscriber metric: a message's lease (handler start to release), our handler time."""
+SPAN_METRIC = "user_span_ns"
+"""Upstream's per-callable span (topic ``topic:callable``): our ``user_spans``, labelled by callable."""
 
 
 def _str(value: Any) -> str | None:
@@ -161,10 +163,21 @@ def histogram(values: Sequence[int]) -> HistogramSnapshot:
                              p99_ns=pct(0.99), max_ns=float(ordered[-1]))
 
 
+def _span_profiles(topic: str, spans: Mapping[str, tuple[Sequence[int], Sequence[int]]]) -> tuple[SpanProfile, ...]:
+    """Traced spans of one subscriber (sample topic -> (window values, all kept)) by label."""
+    prefix = f"{topic}:"
+    out = [SpanProfile(t[len(prefix):] if t.startswith(prefix) else t, histogram(total), histogram(window))
+           for t, (window, total) in spans.items()]
+    return tuple(sorted(out, key=lambda p: p.label))
+
+
 def profiling_snapshot(snap: Any, handler_samples: Mapping[str, Sequence[int]] | None = None,
-                       handler_totals: Mapping[str, Sequence[int]] | None = None) -> ProcessProfilingSnapshot:
+                       handler_totals: Mapping[str, Sequence[int]] | None = None,
+                       spans: Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[int]]]] | None = None,
+                       ) -> ProcessProfilingSnapshot:
     """An upstream ProcessProfilingSnapshot. ``handler_samples``: traced lease times per subscriber
-    endpoint over this window; ``handler_totals``: those kept since tracing began."""
+    endpoint over this window; ``handler_totals``: those kept since tracing began; ``spans``: traced
+    ``user_span_ns`` values per endpoint and sample topic, as (this window's, all kept)."""
     window = float(snap.window_seconds or 0.0)
     pubs = tuple(
         PublisherProfile(
@@ -184,7 +197,8 @@ def profiling_snapshot(snap: Any, handler_samples: Mapping[str, Sequence[int]] |
             bytes_received_total=0, drops_total=0, channel_kind_last=_enum_value(s.channel_kind_last),
             messages_received_window=count, receive_rate_hz_window=count / window if window > 0 else 0.0,
             handler_ns_window=histogram((handler_samples or {}).get(eid, ())),
-            handler_ns=histogram((handler_totals or {}).get(eid, ()))))
+            handler_ns=histogram((handler_totals or {}).get(eid, ())),
+            user_spans=_span_profiles(str(s.topic), (spans or {}).get(eid, {}))))
     return ProcessProfilingSnapshot(
         process_id=str(snap.process_id), pid=int(snap.pid), host=str(snap.host),
         timestamp_mono_ns=int(snap.timestamp), timestamp_wall_s=time.time(), window_seconds=window,

@@ -23,6 +23,7 @@ from ..protocol.profiling import (
     ProcessProfilingSnapshot,
     ProfilingTraceControl,
     PublisherProfile,
+    SpanProfile,
     SubscriberProfile,
 )
 from .histogram import EDGES_NS, NUM_BUCKETS
@@ -35,16 +36,34 @@ _NO_SUB = (0, 0, 0, 0, _EMPTY, _EMPTY)
 class _Mark:
     """What one observer saw at its previous snapshot."""
 
-    __slots__ = ("t_ns", "pubs", "subs")
+    __slots__ = ("t_ns", "pubs", "subs", "spans")
 
     def __init__(self, t_ns: int) -> None:
         self.t_ns = t_ns
         self.pubs: dict[str, tuple[int, int, int, int]] = {}
         self.subs: dict[str, tuple[int, int, int, int, Any, Any]] = {}
+        self.spans: dict[str, dict[str, list[int]]] = {}  # subscriber -> span label -> bucket counts
 
 
 def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else 0.0
+
+
+def _spans(sub: Any, mark: _Mark, previous: _Mark | None) -> tuple[SpanProfile, ...]:
+    """A subscriber's span histograms by label, each with this observer's window."""
+    histograms = sub.spans.histograms
+    if not histograms:
+        return ()
+    before = previous.spans.get(sub.sub_id, {}) if previous is not None else None
+    mine = mark.spans[sub.sub_id] = {}
+    out = []
+    for label in sorted(histograms):
+        hist = histograms[label]
+        mine[label] = hist.copy_counts()
+        # A label new since the observer's previous snapshot: all of it is in the window.
+        then = None if before is None else before.get(label, _EMPTY)
+        out.append(SpanProfile(label, hist.snapshot(), hist.window(then)))
+    return tuple(out)
 
 
 class SnapshotBuilder:
@@ -111,6 +130,7 @@ class SnapshotBuilder:
                 handler_ns=handler.snapshot(), latency_ns=latency.snapshot(),
                 handler_ns_window=handler.window(h_before), latency_ns_window=latency.window(l_before),
                 timed_messages_total=totals4[3], timed_messages_window=d[3], timing_sample_k=timing.k,
+                user_spans=_spans(sub, mark, previous), user_spans_untracked=sub.spans.untracked,
             ))
 
         return ProcessProfilingSnapshot(

@@ -17,6 +17,9 @@ taken a moment before in the same call, instead of reading the clock) and calls
 publish, msg_id, channel code)`` per handled message (the code: the channel kind's
 position in ``TRACE_CHANNELS``, the batches' channel table), from which that message's
 ``lease_time_ns``, ``handler_ns`` and ``e2e_latency_ns`` samples are derived.
+With the ``user_span_ns`` metric, a subscriber's ``span_trace`` hook takes each
+``profile_span`` of a sampled message as ``(end, span, msg_id, channel code)``
+into a ring of its own per label (endpoint: the subscriber; topic: ``topic:label``).
 With ``sample_mod=1`` both hooks *are* the ring's bound ``list.extend`` (no
 Python frame at all); with sampling, or a metric filter that leaves the
 publish deltas out, a publisher's hook is a small closure that counts and
@@ -51,12 +54,26 @@ import numpy as np
 from ..protocol.errors import InvalidRequest
 from ..protocol.profiling import (
     ALL_METRICS,
+    MAX_SPAN_LABELS,
     MAX_TRACE_ENDPOINTS,
     MAX_TTL_S,
     TRACE_CHANNELS,
     ProfilingTraceControl,
 )
-from .trace_ring import E2E, HANDLER, LEASE, METRICS, PUBLISH_DELTA, RING_CAPACITY, WAIT, TraceRing
+from .trace_ring import (
+    E2E,
+    HANDLER,
+    LEASE,
+    METRICS,
+    PUBLISH_DELTA,
+    PUBLISHER_STRIDE,
+    RING_CAPACITY,
+    SPAN_STRIDE,
+    SUBSCRIBER_STRIDE,
+    USER_SPAN,
+    WAIT,
+    TraceRing,
+)
 
 __all__ = ["METRICS", "RING_CAPACITY", "TraceColumns", "TraceRing", "Tracer", "check_control"]
 
@@ -178,9 +195,13 @@ class Tracer:
             if sub.sub_id in self.traced or len(self.rings) >= MAX_TRACE_ENDPOINTS \
                     or not _selected(sub.sub_id, sub.topic, c.subscriber_topics, c.subscriber_endpoint_ids):
                 continue
-            if metrics & {LEASE, HANDLER, E2E}:
+            if metrics & {LEASE, HANDLER, E2E, USER_SPAN}:
+                counter = [0]  # messages handled: the span hook samples the same messages as the trace
                 sub.trace_arrival = LEASE in metrics
-                sub.trace = self._subscriber_trace(sub, LEASE in metrics, HANDLER in metrics, E2E in metrics)
+                sub.trace = self._subscriber_trace(sub, LEASE in metrics, HANDLER in metrics, E2E in metrics,
+                                                   counter)
+                if USER_SPAN in metrics:
+                    sub.span_trace = self._span_hook(sub, counter)
                 self.traced[sub.sub_id] = sub
 
     def uninstall(self) -> None:
@@ -188,6 +209,7 @@ class Tracer:
             if hasattr(endpoint, "trace"):
                 endpoint.trace = None
                 endpoint.trace_arrival = False
+                endpoint.span_trace = None
             else:
                 endpoint.hook = None
         self.traced.clear()
@@ -203,16 +225,17 @@ class Tracer:
             return True
         return False
 
-    def _ring(self, endpoint_id: str, topic: str, stride: int) -> TraceRing:
-        ring = self.rings.get(endpoint_id)
+    def _ring(self, endpoint_id: str, topic: str, stride: int, key: str | None = None) -> TraceRing:
+        key = endpoint_id if key is None else key
+        ring = self.rings.get(key)
         if ring is None:
-            ring = self.rings[endpoint_id] = TraceRing(len(self.rings), endpoint_id, topic, stride, self.capacity)
+            ring = self.rings[key] = TraceRing(len(self.rings), endpoint_id, topic, stride, self.capacity, key)
         return ring
 
     # -- hooks: one bound ``extend`` of one flat tuple per sampled message ------------
 
     def _publisher_hook(self, pub: Any, want_delta: bool, want_wait: bool) -> Callable[[tuple[int, int, int]], None]:
-        ring = self._ring(pub.pub_id, pub.topic, 3)
+        ring = self._ring(pub.pub_id, pub.topic, PUBLISHER_STRIDE)
         ring.want_wait = want_wait
         add = ring.rows.extend
         mod = self.control.sample_mod
@@ -237,23 +260,43 @@ class Tracer:
                 add((now, msg_id, -waited))
         return sampled
 
-    def _subscriber_trace(self, sub: Any, want_lease: bool, want_handler: bool,
-                          want_e2e: bool) -> Callable[[tuple[Any, ...]], None]:
-        ring = self._ring(sub.sub_id, sub.topic, 6)
+    def _subscriber_trace(self, sub: Any, want_lease: bool, want_handler: bool, want_e2e: bool,
+                          counter: list[int]) -> Callable[[tuple[Any, ...]], None]:
+        ring = self._ring(sub.sub_id, sub.topic, SUBSCRIBER_STRIDE)
         ring.wants = (want_lease, want_handler, want_e2e)
         add = ring.rows.extend
         mod = self.control.sample_mod
 
+        if not (want_lease or want_handler or want_e2e):  # spans only: count the messages, record nothing
+            def count_only(row: tuple[Any, ...]) -> None:
+                counter[0] += 1
+            return count_only
         if mod == 1:
             return add  # the row goes straight into the ring
-        count = 0
 
         def sampled(row: tuple[Any, ...]) -> None:
-            nonlocal count
-            count += 1
+            count = counter[0] = counter[0] + 1
             if count % mod == 0:
                 add(row)
         return sampled
+
+    def _span_hook(self, sub: Any, counter: list[int]) -> Callable[[str, tuple[int, int, int, int]], None]:
+        """Records a traced subscriber's ``profile_span`` durations, one ring per label (at most
+        MAX_SPAN_LABELS), for the messages its trace samples (``counter``: those it handled)."""
+        adds: dict[str, Callable[[tuple[int, int, int, int]], None]] = {}
+        mod = self.control.sample_mod
+
+        def record(label: str, row: tuple[int, int, int, int]) -> None:
+            if mod != 1 and (counter[0] + 1) % mod:  # this message's row (at its done()) is not sampled
+                return
+            add = adds.get(label)
+            if add is None:
+                if len(adds) >= MAX_SPAN_LABELS or len(self.rings) >= MAX_TRACE_ENDPOINTS:
+                    return
+                ring = self._ring(sub.sub_id, f"{sub.topic}:{label}", SPAN_STRIDE, f"{sub.sub_id}\0{label}")
+                add = adds[label] = ring.rows.extend
+            add(row)
+        return record
 
     # -- reading -----------------------------------------------------------------------
 
@@ -272,7 +315,7 @@ class Tracer:
     def prepare(self, ring: TraceRing) -> bool:
         """Fold one ring and expand its samples ahead of a drain (which then has less to
         do at once); False if it had nothing new. A ring no longer traced is skipped."""
-        if self.rings.get(ring.endpoint_id) is not ring or not (ring.rows or ring.chunks):
+        if self.rings.get(ring.key) is not ring or not (ring.rows or ring.chunks):
             return False
         ring.fold()
         ring.columns()

@@ -40,10 +40,14 @@ WAIT = TraceMetric.BACKPRESSURE_WAIT_NS.value
 LEASE = TraceMetric.LEASE_TIME_NS.value
 HANDLER = TraceMetric.HANDLER_NS.value
 E2E = TraceMetric.E2E_LATENCY_NS.value
+USER_SPAN = TraceMetric.USER_SPAN_NS.value
 
-METRICS: tuple[str, ...] = (PUBLISH_DELTA, WAIT, LEASE, HANDLER, E2E)
+METRICS: tuple[str, ...] = (PUBLISH_DELTA, WAIT, LEASE, HANDLER, E2E, USER_SPAN)
 """The ``metrics`` table of every batch a worker sends; a sample's metric index is its position here."""
-M_DELTA, M_WAIT, M_LEASE, M_HANDLER, M_E2E = range(len(METRICS))
+M_DELTA, M_WAIT, M_LEASE, M_HANDLER, M_E2E, M_USER_SPAN = range(len(METRICS))
+PUBLISHER_STRIDE, SPAN_STRIDE, SUBSCRIBER_STRIDE = 3, 4, 6
+"""Values per row: a publish (ts, msg_id, waited), a span (end, span, msg_id, channel code), a
+handled message (end, start, arrival, publish, msg_id, channel code)."""
 
 _I64 = np.dtype(np.int64)
 _U8 = np.dtype(np.uint8)
@@ -60,11 +64,19 @@ def _i64(values: list[Any]) -> np.ndarray:
     return np.fromiter(values, _I64, len(values))
 
 
+def _span_samples(raw: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Span rows -> one user_span_ns sample each, stamped at the span's end."""
+    n = len(raw)
+    return (np.ascontiguousarray(raw[:, 0]), np.ascontiguousarray(raw[:, 1]), np.ascontiguousarray(raw[:, 2]),
+            np.full(n, M_USER_SPAN, _U8), raw[:, 3].astype(_U8))
+
+
 class TraceRing:
     """The samples of one endpoint: raw rows the hooks append, converted chunks, taken samples.
 
-    ``rows`` is a flat list of ints, ``stride`` values per row (3: publisher, 6:
-    subscriber). :meth:`fold` converts the rows into one chunk, an ``(n, stride)``
+    ``rows`` is a flat list of ints, ``stride`` values per row (3: publisher, 4: one
+    ``profile_span`` label of a subscriber, 6: subscriber). :meth:`fold` converts the
+    rows into one chunk, an ``(n, stride)``
     int64 array (one ``fromiter`` call: it runs often and keeps ``rows``, and the
     Python ints in it, small), and appends it to ``chunks``; everything derived from
     the rows (publish deltas, wait samples, a subscriber row's up to three samples) is
@@ -77,12 +89,13 @@ class TraceRing:
     ``capacity`` samples without them, and :meth:`columns` trims the rest exactly;
     every sample dropped is counted in ``dropped`` until a drain reports and resets it."""
 
-    __slots__ = ("index", "endpoint_id", "topic", "capacity", "stride", "rows", "chunks", "rest", "count", "dropped",
-                 "wants", "want_wait", "last_delta")
+    __slots__ = ("index", "key", "endpoint_id", "topic", "capacity", "stride", "rows", "chunks", "rest", "count",
+                 "dropped", "wants", "want_wait", "last_delta")
 
     def __init__(self, index: int, endpoint_id: str, topic: str, stride: int,
-                 capacity: int = RING_CAPACITY) -> None:
+                 capacity: int = RING_CAPACITY, key: str | None = None) -> None:
         self.index = index
+        self.key = endpoint_id if key is None else key  # the tracer's name for it (a span's: endpoint + label)
         self.endpoint_id = endpoint_id
         self.topic = topic
         self.capacity = capacity
@@ -117,7 +130,7 @@ class TraceRing:
                 self.rest, self.count, self.dropped, rest = _EMPTY_SAMPLES, self.count - rest, self.dropped + rest, 0
             else:
                 count, raw = self.chunks.popleft()
-                if self.stride == 3:  # the next delta is measured from this chunk's last sampled publish
+                if self.stride == PUBLISHER_STRIDE:  # the next delta counts from this chunk's last sampled publish
                     stamps = raw[raw[:, 2] >= 0, 0]
                     if len(stamps):
                         self.last_delta = int(stamps[-1])
@@ -126,7 +139,9 @@ class TraceRing:
 
     def _samples_in(self, raw: np.ndarray) -> int:
         """How many samples a chunk's rows will give."""
-        if self.stride == 3:
+        if self.stride == SPAN_STRIDE:
+            return len(raw)
+        if self.stride == PUBLISHER_STRIDE:
             if not self.want_wait:  # no wait samples, and no wait-only (negative) rows: one delta per row
                 return len(raw)
             waited = raw[:, 2]
@@ -200,7 +215,8 @@ class TraceRing:
             raws = [raw for _count, raw in self.chunks]
             self.chunks.clear()
             raw = raws[0] if len(raws) == 1 else np.concatenate(raws)
-            parts.append(self._publisher_samples(raw) if self.stride == 3 else self._subscriber_samples(raw))
+            parts.append(self._publisher_samples(raw) if self.stride == PUBLISHER_STRIDE
+                         else _span_samples(raw) if self.stride == SPAN_STRIDE else self._subscriber_samples(raw))
         if not parts:
             return _EMPTY_SAMPLES
         out = parts[0] if len(parts) == 1 else tuple(np.concatenate(c) for c in zip(*parts))

@@ -41,11 +41,14 @@ class TraceMetric(str, enum.Enum):
     """Subscriber: the unit's handler(s) for the message (handler start until release)."""
     E2E_LATENCY_NS = "e2e_latency_ns"
     """Subscriber: publish until handler start (same host only)."""
+    USER_SPAN_NS = "user_span_ns"
+    """Subscriber: a ``profile_span(label)`` block inside its handler. The sample's topic is
+    ``"<topic>:<label>"`` (as ezmsg 3.9 names its per-handler spans) and its seq the message's."""
 
 
 PUBLISHER_METRICS = frozenset({TraceMetric.PUBLISH_DELTA_NS.value, TraceMetric.BACKPRESSURE_WAIT_NS.value})
 SUBSCRIBER_METRICS = frozenset({TraceMetric.LEASE_TIME_NS.value, TraceMetric.HANDLER_NS.value,
-                                TraceMetric.E2E_LATENCY_NS.value})
+                                TraceMetric.E2E_LATENCY_NS.value, TraceMetric.USER_SPAN_NS.value})
 ALL_METRICS = PUBLISHER_METRICS | SUBSCRIBER_METRICS
 DEFAULT_TTL_S = 60.0
 MAX_TTL_S = 24 * 3600.0
@@ -412,6 +415,21 @@ class PublisherProfile:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SpanProfile:
+    """The durations of one ``profile_span(label)`` block in a subscriber's handler, for the
+    timed messages (the ones its handler time is measured for); ``span_ns.count`` is how
+    many times the block ran for them."""
+
+    label: str
+    span_ns: HistogramSnapshot = HistogramSnapshot()
+    span_ns_window: HistogramSnapshot = HistogramSnapshot()
+
+
+MAX_SPAN_LABELS = 32
+"""Distinct span labels one subscriber records; a span with a further label is counted, not timed."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SubscriberProfile:
     """One subscriber's counters and timing histograms.
 
@@ -424,7 +442,11 @@ class SubscriberProfile:
     no handler span), never the message count, and its percentiles estimate the
     distribution from the timed messages. ``timed_messages_*`` are None from a
     process that does not report them (an older one, which timed every message,
-    or ezmsg 3.9, whose handler percentiles come from trace samples)."""
+    or ezmsg 3.9, whose handler percentiles come from trace samples).
+
+    ``user_spans``: one :class:`SpanProfile` per ``profile_span`` label used in the
+    handler, by label; ``user_spans_untracked`` counts the runs of spans past the first
+    :data:`MAX_SPAN_LABELS` labels (not timed)."""
 
     endpoint_id: str
     topic: str
@@ -447,6 +469,8 @@ class SubscriberProfile:
     timed_messages_total: int | None = None
     timed_messages_window: int | None = None
     timing_sample_k: int = 1
+    user_spans: tuple[SpanProfile, ...] = ()
+    user_spans_untracked: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

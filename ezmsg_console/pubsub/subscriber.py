@@ -38,6 +38,7 @@ from ..profiling.histogram import Histogram
 from ..profiling.sampling import TimingSampler
 from . import payload
 from .channel import KIND_SHM, SubscriberLink
+from .spans import SpanSet, SpanTraceHook
 
 if TYPE_CHECKING:
     from .host import EndpointHost
@@ -203,6 +204,11 @@ class Subscriber:
         self._untimed_left = 1  # countdown: the message that brings it to 0 is timed (so the first one is)
         self.trace_arrival = False  # stamp Delivery.arrival_ns (set by the tracer for the lease metric)
         self.trace: TraceHook | None = None
+        self.spans = SpanSet()  # profile_span() durations of timed messages, by label
+        self.span_trace: SpanTraceHook | None = None  # set by the tracer for the user_span_ns metric
+        self.current: Delivery | None = None
+        """The last message handed out that was timed or traced (profile_span() measures only while
+        its ``start_ns`` is set, i.e. until its done())."""
 
     # -- receiving -------------------------------------------------------
 
@@ -280,10 +286,12 @@ class Subscriber:
                 if self.trace is not None:
                     delivery.start_ns = _monotonic_ns()
                     delivery.timed = False
+                    self.current = delivery
                 return delivery
             now = _monotonic_ns()  # one read serves the latency, the handler span and the trace
             delivery.start_ns = now
             delivery.timed = True
+            self.current = delivery
             published = delivery.publish_ns
             if published:
                 self.latency_add(now - published)  # bucketed in bulk, later (histogram.Histogram.flush)
@@ -300,6 +308,7 @@ class Subscriber:
         elif self.trace is not None:
             delivery.start_ns = _monotonic_ns()
             delivery.timed = False
+            self.current = delivery
         return delivery
 
     @property
@@ -321,6 +330,7 @@ class Subscriber:
         self._until_flush = FLUSH_EVERY
         self.handler_ns.flush()
         self.latency_ns.flush()
+        self.spans.flush()
 
     async def recv(self) -> Any:
         """The next message. Its slot is given back at once, or, for a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..pubsub.spans import profile_span
 from .decorators import main, task, thread, timeit
 from .runner import RunResult, run, run_async
 from .settings import Settings, setting
@@ -28,6 +29,7 @@ __all__ = [
     "State",
     "Unit",
     "main",
+    "profile_span",
     "publisher",
     "run",
     "run_async",

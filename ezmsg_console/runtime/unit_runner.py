@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 from ..protocol.errors import ConfigurationError
 from ..pubsub.host import EndpointHost
 from ..pubsub.publisher import Publisher
+from ..pubsub.spans import bind_subscriber
 from ..pubsub.subscriber import Subscriber
 from ..settings.values import from_plain
 from .unit import SETTINGS_STREAM, BoundStream, Complete, InputStream, OutputStream, Unit
@@ -147,6 +148,7 @@ class UnitRunner:
     async def _consume(self, name: str, sub: Subscriber) -> None:
         handlers = self._handlers[name]
         is_settings = name == SETTINGS_STREAM
+        bind_subscriber(sub)  # profile_span() in these handlers times their message (this task's context only)
         try:
             while True:
                 delivery = await sub.recv_delivery()

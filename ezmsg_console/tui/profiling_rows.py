@@ -348,7 +348,10 @@ def trace_lines(samples: Iterable[ProfilingTraceSample], endpoint_id: str, now_m
         age_s = (now_mono_ns - s.timestamp_mono_ns) / 1e9
         age = fmt_age(age_s) if 0 <= age_s < 86400 else "-"
         line = Text("  ")
-        line.append(f"{s.metric:<20}", style="cyan")
+        metric = s.metric
+        if metric == "user_span_ns" and ":" in s.topic:  # a profile_span: name it by its label
+            metric = f"span {s.topic.rsplit(':', 1)[1]}"
+        line.append(f"{metric[:20]:<20}", style="cyan")
         line.append(f"{fmt_ns(s.value_ns):>9}")
         line.append(f"  seq {s.sample_seq:<8}", style=DIM)
         line.append(f" {s.channel_kind or '-':<5}", style=DIM)
@@ -408,12 +411,33 @@ def endpoint_detail(snap: ProcessProfilingSnapshot, ep: PublisherProfile | Subsc
         if sampled_text(ep):
             line.append(f"   {sampled_text(ep)}", style="italic")
         lines.append(line)
+        lines.extend(span_lines(ep))
         timed = "" if ep.timed_messages_total is None else f" ({fmt_count(ep.timed_messages_total)} timed)"
         lines.append(Text(
             f"totals  {fmt_count(ep.messages_received_total)} msgs{timed}  "
             f"{m('bytes', fmt_bytes(ep.bytes_received_total))}"
             f"  drops {m('drops', fmt_count(ep.drops_total))}  {'leaky' if ep.leaky else 'lossless'}  "
             f"publishers {m('links', str(ep.publishers))}  queue {m('queue', str(ep.queue_depth))}", style=DIM))
+    return lines
+
+
+def span_lines(ep: SubscriberProfile, limit: int = 3) -> list[Text]:
+    """One line per profile_span label of the handler (the first ``limit``, then a count)."""
+    lines = []
+    for span in ep.user_spans[:limit]:
+        hist, is_window = pick_hist(span.span_ns_window, span.span_ns)
+        line = Text("span    ", style="bold")
+        line.append(f"{span.label[:24]:<24}", style="cyan")
+        line.append(f" p50 {fmt_ns(hist.p50_ns)} p90 {fmt_ns(hist.p90_ns)} p99 {fmt_ns(hist.p99_ns)} "
+                    f"max {fmt_ns(hist.max_ns)}")
+        line.append(f"  {fmt_count(hist.count)} runs ({'window' if is_window else 'total'})", style=DIM)
+        lines.append(line)
+    more = len(ep.user_spans) - limit
+    if more > 0 or ep.user_spans_untracked:
+        extra = f"+{more} more labels" if more > 0 else ""
+        if ep.user_spans_untracked:
+            extra += f"{'; ' if extra else ''}{fmt_count(ep.user_spans_untracked)} runs past the label cap, untimed"
+        lines.append(Text(f"        {extra}", style=DIM))
     return lines
 
 

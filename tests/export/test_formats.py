@@ -231,10 +231,11 @@ def test_output_plan():
     assert plan("csv", ("publishers",), "-") == ({"profiling"}, ["publishers"])
     assert plan("csv", "edges", "out.csv") == ({"topology"}, ["edges"])
     assert plan("csv", None, "folder") == ({"topology", "settings", "profiling", "processes"},
-                                           ["edges", "settings", "publishers", "subscribers", "processes", "errors"])
+                                           ["edges", "settings", "publishers", "subscribers", "spans", "processes",
+                                            "errors"])
     with pytest.raises(UsageError, match="--include"):
         plan("csv", None, "-")
-    with pytest.raises(UsageError, match="publishers, subscribers"):
+    with pytest.raises(UsageError, match="publishers, subscribers, spans"):
         plan("csv", ("profiling",), "x.csv")
     with pytest.raises(UsageError):
         plan("csv", ("edges", "settings"), "-")

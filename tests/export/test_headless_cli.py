@@ -98,11 +98,15 @@ def test_snapshot_csv(demo, tmp_path):
                      str(demo.address))
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(folder)) == ["edges.csv", "errors.csv", "processes.csv", "publishers.csv",
-                                          "settings.csv", "subscribers.csv"]
+                                          "settings.csv", "spans.csv", "subscribers.csv"]
     with open(folder / "settings.csv", newline="") as f:
         settings = list(csv.DictReader(f))
     assert {(r["component"], r["field"], r["type"]) for r in settings} >= {("DEMO/FILTER", "cutoff_hz", "float"),
                                                                            ("DEMO/FILTER", "mode", "enum")}
+    with open(folder / "spans.csv", newline="") as f:
+        spans = list(csv.DictReader(f))
+    iir = [r for r in spans if (r["topic"], r["label"]) == ("DEMO/FILTER/INPUT", "iir")]  # the demo filter's span
+    assert len(iir) == 1 and int(iir[0]["count"]) > 0 and 0 < float(iir[0]["p50_ns"]) <= float(iir[0]["max_ns"])
     single = run_cli("snapshot", "--format", "csv", "--include", "edges", "--address", str(demo.address))
     assert single.returncode == 0
     rows = list(csv.reader(io.StringIO(single.stdout)))

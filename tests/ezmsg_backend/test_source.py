@@ -91,6 +91,10 @@ async def test_profiling_rates_stats_and_traced_handler_percentiles(ezmsg_pipeli
         assert filt.pid == pids[filt.process_id] and filt.trace is not None and filt.trace_ttl_remaining_s > 0
         sub = next(q for q in filt.subscribers if q.topic == "DEMO/FILTER/INPUT")
         assert sub.receive_rate_hz_window > 0 and sub.handler_ns.count > 0 and sub.handler_ns.p99_ns > 0
+        # Upstream times each subscriber callable as a span (topic:callable): our user_spans, by callable.
+        spans = {p.label: p for p in sub.user_spans}
+        assert "process" in spans and spans["process"].span_ns.count > 0, sub.user_spans
+        assert 0 < spans["process"].span_ns.p50_ns <= spans["process"].span_ns.max_ns
         stats = await src.process_stats("DEMO/FILTER")
         assert stats["pid"] == filt.pid and stats["units"] == ["DEMO/FILTER"] and stats["memory_rss_bytes"] > 0
         await src.process_set_profiling_trace("DEMO/FILTER", ProfilingTraceControl(enabled=False))

@@ -13,6 +13,7 @@ from ezmsg_console.profiling.histogram import EDGES_NS, NUM_BUCKETS, Histogram, 
 from ezmsg_console.profiling.sampling import TimingSampler
 from ezmsg_console.profiling.snapshot import SnapshotBuilder
 from ezmsg_console.profiling.trace import TraceRing
+from ezmsg_console.pubsub.spans import SpanSet
 
 
 @given(st.integers(min_value=0, max_value=2**62))
@@ -165,6 +166,7 @@ class _Sub:
         self.pending = 0
         self.handler_ns, self.latency_ns = Histogram(), Histogram()
         self.timing = TimingSampler(0)
+        self.spans = SpanSet()
 
     def retune_timing(self) -> None:
         pass
@@ -207,6 +209,26 @@ def test_reference_window_arithmetic_per_observer() -> None:
     assert snap("B").window_seconds == 0.5
 
 
+def test_span_histograms_have_a_window_per_observer() -> None:
+    builder = SnapshotBuilder(clock=lambda: 0)
+    sub = _Sub()
+
+    def spans(observer: str) -> dict[str, tuple[int, int]]:
+        row = builder.build(observer, process_id="p", pid=1, host="h", publishers=[], subscribers=[sub],
+                            histograms=True, trace=None, trace_ttl_remaining_s=0.0).subscribers[0]
+        return {sp.label: (sp.span_ns.count, sp.span_ns_window.count) for sp in row.user_spans}
+
+    sub.spans.add("fft", 1000)
+    assert spans("A") == {"fft": (1, 0)}  # A's first snapshot: empty windows
+    sub.spans.add("fft", 2000)
+    sub.spans.add("decode", 50)  # a label new since A's previous snapshot: all of it is in A's window
+    assert spans("A") == {"decode": (1, 1), "fft": (2, 1)}
+    assert spans("B") == {"decode": (1, 0), "fft": (2, 0)}
+    sub.spans.add("fft", 3000)
+    assert spans("A") == {"decode": (1, 0), "fft": (3, 1)}
+    assert spans("B") == {"decode": (1, 0), "fft": (3, 1)}
+
+
 def test_observers_are_bounded_lru() -> None:
     now = [0]
     builder = SnapshotBuilder(max_observers=2, clock=lambda: now[0])
@@ -221,3 +243,14 @@ def test_observers_are_bounded_lru() -> None:
     assert window("A") == 2.0  # A kept its mark
     assert window("B") == 0.0  # B starts again (and evicts C)
     assert window("C") == 0.0
+
+
+def test_a_subscriber_keeps_at_most_max_span_labels_and_counts_the_rest() -> None:
+    from ezmsg_console.protocol.profiling import MAX_SPAN_LABELS
+
+    spans = SpanSet()
+    for i in range(MAX_SPAN_LABELS + 3):
+        spans.add(f"label{i}", 100)
+    spans.add("label0", 200)
+    assert len(spans.histograms) == MAX_SPAN_LABELS and spans.untracked == 3
+    assert spans.histograms["label0"].total == 2

@@ -11,10 +11,12 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ezmsg_console.client.connection import ClientConnection
 from ezmsg_console.protocol import messages as m
 from ezmsg_console.pubsub.host import EndpointHost
+from ezmsg_console.pubsub.spans import bind_subscriber, profile_span
 from ezmsg_console.runtime.process_control import ProcessControlClient
 from ezmsg_console.runtime.profiling_ops import ProfilingOps
 
@@ -44,9 +46,14 @@ async def test_over_the_budget_counts_stay_exact_and_only_a_sample_is_timed(serv
         await ctx.process_profiling_snapshot(UNIT)  # opens this observer's window
 
         async def consume() -> None:
+            bind_subscriber(sub)  # as a unit's consumer task does: spans here are this subscriber's
             for _ in range(N):
                 delivery = await sub.recv_delivery()
+                with profile_span("handle"):
+                    pass
                 delivery.done()
+                with profile_span("after done"):  # the message is finished: not timed
+                    pass
 
         async def produce() -> None:
             msg = np.zeros(8, dtype=np.uint8)
@@ -71,4 +78,17 @@ async def test_over_the_budget_counts_stay_exact_and_only_a_sample_is_timed(serv
     # The histograms hold the timed messages, not every message.
     for hist in (row.handler_ns, row.latency_ns, row.handler_ns_window, row.latency_ns_window):
         assert hist.count == sum(hist.bucket_counts) == row.timed_messages_total
+    # A span is timed for the timed messages only, and only while the message is being handled.
+    (span,) = row.user_spans
+    assert span.label == "handle" and span.span_ns.count == span.span_ns_window.count == row.timed_messages_total
+    assert span.span_ns.p50_ns <= row.handler_ns.p99_ns
     assert 0 < row.latency_ns.p50_ns <= row.latency_ns.p99_ns
+
+
+def test_a_span_outside_a_handler_records_nothing_and_a_label_must_be_a_string() -> None:
+    outside = profile_span("outside")  # no subscriber bound in this context: nothing to record on
+    assert outside is profile_span("other")  # the shared no-op: nothing allocated, no clock read
+    with outside:
+        pass
+    with pytest.raises(TypeError, match="label must be a str"):
+        profile_span(3)  # type: ignore[arg-type]

@@ -4,7 +4,8 @@
 arrive (so a test triggers traffic with ``update_setting``); ``TICK``
 publishes continuously every ``period_s``. ``FAST`` handles at once,
 ``SLOW`` takes ``delay_s`` per message (backpressure on TRIG), ``LEAKY``
-is slow too but leaky (it drops).
+is slow too but leaky (it drops). ``FAST``/``SLOW``/``TSINK`` time their delay as a
+``profile_span("wait")``.
 
 Processes: A = TRIG + TICK, B = FAST + TSINK, C = SLOW + LEAKY (addresses PROF/A/TRIG, ...).
 """
@@ -15,7 +16,17 @@ import asyncio
 
 import numpy as np
 
-from ezmsg_console.runtime import Collection, InputStream, OutputStream, Settings, Unit, publisher, setting, subscriber
+from ezmsg_console.runtime import (
+    Collection,
+    InputStream,
+    OutputStream,
+    Settings,
+    Unit,
+    profile_span,
+    publisher,
+    setting,
+    subscriber,
+)
 
 WIDTH = 16
 
@@ -74,8 +85,9 @@ class Sink(Unit):
 
     @subscriber(INPUT)
     async def on_message(self, msg):
-        if self.SETTINGS.delay_s:
-            await asyncio.sleep(self.SETTINGS.delay_s)
+        with profile_span("wait"):  # the delay, measured as a user span
+            if self.SETTINGS.delay_s:
+                await asyncio.sleep(self.SETTINGS.delay_s)
 
 
 class LeakySink(Unit):

@@ -191,6 +191,12 @@ async def test_a_slow_handler_shows_in_handler_time_and_as_backpressure(rig: Rig
     trig = pub(await ctx.process_profiling_snapshot(TRIG), TRIG_OUT)
     assert 15e6 <= slow.handler_ns.p50_ns <= 200e6, slow.handler_ns  # sleeps 20 ms per message
     assert fast.handler_ns.p50_ns < slow.handler_ns.p50_ns / 10
+    # The handler's profile_span("wait") is the sleep: timed for every timed message, by label.
+    (span,) = slow.user_spans
+    assert span.label == "wait" and span.span_ns.count == slow.timed_messages_total
+    assert 15e6 <= span.span_ns.p50_ns <= slow.handler_ns.p50_ns * 1.3, (span, slow.handler_ns)
+    assert fast.user_spans[0].span_ns.p50_ns < span.span_ns.p50_ns / 10
+    assert slow.user_spans_untracked == 0
     # 20 messages into 4 buffers, drained at 20 ms each: the publisher had to wait.
     assert trig.backpressure_waits_total > waits_before
     assert trig.backpressure_wait_ns_total > 0
@@ -275,7 +281,7 @@ async def test_sample_mod_3_samples_every_third_message_on_both_streams(rig: Rig
             first = await burst_delivered(ctx, 7)
 
             def complete(samples: list[ProfilingTraceSample]) -> bool:
-                return len([s for s in samples if s.metric == "handler_ns"]) >= 2
+                return len([s for s in samples if s.metric in ("handler_ns", "user_span_ns")]) >= 4
 
             got = [samples_of(await collect(s, complete, "trace stream")) for s in (s1, s2)]
         finally:
@@ -290,6 +296,12 @@ async def test_sample_mod_3_samples_every_third_message_on_both_streams(rig: Rig
         assert by_metric["handler_ns"] == [first + 2, first + 5]
         assert by_metric["lease_time_ns"] == [first + 2, first + 5]
         assert by_metric["e2e_latency_ns"] == [first + 2, first + 5]
+        # The handler's span is sampled on the same messages, named topic:label, inside the handler's time.
+        assert by_metric["user_span_ns"] == [first + 2, first + 5]
+        handler = {s.sample_seq: s.value_ns for s in samples if s.metric == "handler_ns"}
+        spans = [s for s in samples if s.metric == "user_span_ns"]
+        assert {s.topic for s in spans} == {f"{FAST}/INPUT:wait"}
+        assert all(0 < s.value_ns <= handler[s.sample_seq] for s in spans), (spans, handler)
         assert all(s.value_ns >= 0 and s.channel_kind == "SHM" for s in samples)
     assert [(s.metric, s.sample_seq, s.value_ns) for s in got[0]] == \
         [(s.metric, s.sample_seq, s.value_ns) for s in got[1]]  # both observers got every sample

@@ -87,6 +87,10 @@ async def test_t_traces_the_selected_subscriber_then_stops(console: Any, demo: A
             w for w in app.workers if w.group == "trace" and w.is_running], "tracing on, request answered")
         await wait_until(pilot, lambda: "handler_ns" in pane.detail_plain and " seq " in pane.detail_plain,
                          "trace samples in the panel")
+        # The filter's profile_span("iir"): a histogram line, and trace samples named by the label.
+        await wait_until(pilot, lambda: "span iir" in pane.detail_plain, "the span's trace samples in the panel")
+        assert any(line.startswith("span    iir") and " p99 " in line and " runs " in line
+                   for line in pane.detail_plain.splitlines()), pane.detail_plain
         assert "◉ on," in pane.detail_plain and "s left" in pane.detail_plain
         await wait_until(pilot, lambda: pane.subscribers.row(endpoint)[0].plain() == "◉",  # type: ignore[index]
                          "the traced mark in the table")
