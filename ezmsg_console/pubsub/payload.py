@@ -70,6 +70,7 @@ _U64 = struct.Struct("<Q")
 _ZEROS = bytes(ALIGN)
 _MAX_NDIM = 64
 _SHAPES = tuple(struct.Struct(f"<{i}Q") for i in range(_MAX_NDIM + 1))
+_HEADS = tuple(struct.Struct(f"<IBI{i}Q") for i in range(17))  # a tag-4 header with i buffers
 _DTYPE_KINDS = "biufcmMSUV"
 _DTYPE_RE = re.compile(r"[<>|][biufcmMSUV][0-9]{1,10}(\[[0-9]{0,9}[a-zA-Z]{1,2}\])?\Z")
 _INLINE = frozenset({type(None), bool, int, float, str})
@@ -154,6 +155,24 @@ def _flat_bytes(obj: bytes | bytearray | memoryview) -> memoryview:
     return data if data.format == "B" and data.ndim == 1 else data.cast("B")
 
 
+@functools.lru_cache(maxsize=512)
+def _dataclass_plan(cls: type) -> tuple[str, tuple[str, ...]] | None:
+    """(wire name, ``init=True`` field names) of a dataclass type, None for any other type
+    (memoized: a stream sends the same few types message after message)."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return type_name(cls), tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+@functools.lru_cache(maxsize=512)
+def _array_ext(dtype: np.dtype, shape: tuple[int, ...], index: int) -> msgpack.ExtType | None:
+    """The ext-1 reference to buffer ``index`` holding a C-contiguous array of ``dtype`` and
+    ``shape``; None if the dtype cannot travel (the general path then says why). Memoized."""
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in _DTYPE_KINDS or dtype.itemsize == 0:
+        return None
+    return msgpack.ExtType(EXT_NDARRAY, _array_meta(dtype.str, shape, index))
+
+
 class _Encoder:
     """Walks a message into msgpack-native data, collecting out-of-band buffers."""
 
@@ -163,34 +182,55 @@ class _Encoder:
         self.buffers: list[memoryview] = []
 
     def prep(self, obj: Any, depth: int) -> Any:
-        """msgpack-native form of ``obj``; ``depth`` counts the containers around it."""
+        """msgpack-native form of ``obj``; ``depth`` counts the containers around it.
+        The common types are tested first, by exact type (no isinstance chain)."""
         t = type(obj)
         if t in _INLINE:
             return obj
+        if t is np.ndarray:
+            index = len(self.buffers)
+            ext = _array_ext(obj.dtype, obj.shape, index) if obj.flags.c_contiguous and obj.size else None
+            if ext is not None:
+                try:
+                    buf = memoryview(obj).cast("B")
+                except (TypeError, ValueError):  # no buffer format (datetime64, ...): the general path
+                    pass
+                else:
+                    self.buffers.append(buf)
+                    return ext
+            meta, buf = _array_parts(obj, index)
+            self.buffers.append(buf)
+            return msgpack.ExtType(EXT_NDARRAY, meta)
+        if t is list or t is tuple or t is dict:
+            if depth >= MAX_DEPTH:
+                raise LocalProtocolError(f"message nesting deeper than {MAX_DEPTH} levels")
+            depth += 1
+            if t is dict:
+                out: dict[Any, Any] = {}
+                for k, v in obj.items():
+                    if type(k) is not str:
+                        if not isinstance(k, str):
+                            raise LocalProtocolError(f"dict keys must be str, not {type(k).__name__}")
+                        k = str(k)
+                    out[k] = v if type(v) in _INLINE else self.prep(v, depth)
+                return out
+            return [v if type(v) in _INLINE else self.prep(v, depth) for v in obj]
         if isinstance(obj, _BYTES_LIKE):
             data = _flat_bytes(obj)
             if data.nbytes < OOB_THRESHOLD:
                 return obj if t is bytes else data.tobytes()
             self.buffers.append(data)
             return msgpack.ExtType(EXT_BYTES, _U32.pack(len(self.buffers) - 1))
-        is_dc = dataclasses.is_dataclass(obj) and not isinstance(obj, type)
-        if t is list or t is tuple or t is dict or is_dc:
+        plan = _dataclass_plan(t)  # type: ignore[arg-type]  # types are hashable; typeshed says type[Any] may not be
+        if plan is not None:
             if depth >= MAX_DEPTH:
                 raise LocalProtocolError(f"message nesting deeper than {MAX_DEPTH} levels")
             depth += 1
-            if t is list or t is tuple:
-                return [v if type(v) in _INLINE else self.prep(v, depth) for v in obj]
-            if is_dc:
-                out: dict[Any, Any] = {_TYPE_KEY: type_name(t)}
-                for f in dataclasses.fields(obj):
-                    if f.init:
-                        out[f.name] = self.prep(getattr(obj, f.name), depth)
-                return out
-            out = {}
-            for k, v in obj.items():
-                if not isinstance(k, str):
-                    raise LocalProtocolError(f"dict keys must be str, not {type(k).__name__}")
-                out[str(k)] = v if type(v) in _INLINE else self.prep(v, depth)
+            name, fields = plan
+            out = {_TYPE_KEY: name}
+            for field in fields:
+                v = getattr(obj, field)
+                out[field] = v if type(v) in _INLINE else self.prep(v, depth)
             return out
         if isinstance(obj, np.ndarray):
             meta, buf = _array_parts(obj, len(self.buffers))
@@ -234,7 +274,8 @@ def encode(msg: Any) -> Encoded:
     meta_len = 4 + 8 * len(lens) + len(body)
     if meta_len >= 2**32:
         raise LocalProtocolError("message metadata over 4 GiB; send large data as arrays")
-    head = struct.pack(f"<IBI{len(lens)}Q", meta_len, TAG_MSGPACK, len(lens), *lens)
+    head = (_HEADS[len(lens)] if len(lens) < len(_HEADS) else struct.Struct(f"<IBI{len(lens)}Q")).pack(
+        meta_len, TAG_MSGPACK, len(lens), *lens)
     return Encoded(head + body, enc.buffers)
 
 
@@ -296,6 +337,19 @@ def _parse_meta(mv: memoryview, pos: int, end: int) -> tuple[np.dtype, tuple[int
     return dtype, shape, size, pos + 8 * ndim
 
 
+@functools.lru_cache(maxsize=512)
+def _ext_array_meta(data: bytes) -> tuple[int, np.dtype, tuple[int, ...], int]:
+    """(buffer index, dtype, shape, data byte length) of an ext-1 payload (memoized: only
+    well-formed metadata, at most a few hundred bytes, is ever cached; bad input raises)."""
+    if len(data) < 5:
+        raise DecodeError("truncated array reference")
+    (idx,) = _U32.unpack_from(data)
+    dtype, shape, nbytes, end = _parse_meta(memoryview(data), 4, len(data))
+    if end != len(data):
+        raise DecodeError("array metadata does not match its buffer")
+    return idx, dtype, shape, nbytes
+
+
 def _make_array(mv: memoryview, off: int, dtype: np.dtype, shape: tuple[int, ...], nbytes: int,
                 copy: bool) -> np.ndarray:
     """An array over ``mv[off:off+nbytes]`` (bounds-checked): a copy, or a view (read-only if mv is)."""
@@ -321,7 +375,8 @@ class _Decoder:
         (nbufs,) = _U32.unpack_from(mv, start)
         if 4 + 8 * nbufs > end - start:
             raise DecodeError("buffer table longer than header")
-        self.lens = struct.unpack_from(f"<{nbufs}Q", mv, start + 4)
+        self.lens = (_SHAPES[nbufs] if nbufs <= _MAX_NDIM else struct.Struct(f"<{nbufs}Q")).unpack_from(
+            mv, start + 4)
         self.offsets: list[int] = []
         pos = end
         for length in self.lens:
@@ -335,6 +390,10 @@ class _Decoder:
 
     def _buffer(self, data: bytes) -> tuple[int, int]:
         (idx,) = _U32.unpack_from(data) if len(data) >= 4 else (-1,)
+        return self._take(idx)
+
+    def _take(self, idx: int) -> tuple[int, int]:
+        """(offset, length) of buffer ``idx``, which must exist and not have been used yet."""
         if not 0 <= idx < len(self.lens) or self.used[idx]:
             raise DecodeError(f"buffer reference {idx} missing, out of range or used twice")
         self.used[idx] = True
@@ -379,9 +438,9 @@ class _Decoder:
                 off, n = self._buffer(obj.data)
                 return bytes(self.mv[off : off + n])
             if obj.code == EXT_NDARRAY:
-                off, n = self._buffer(obj.data)
-                dtype, shape, nbytes, end = _parse_meta(memoryview(obj.data), 4, len(obj.data))
-                if end != len(obj.data) or nbytes != n:
+                idx, dtype, shape, nbytes = _ext_array_meta(obj.data)
+                off, n = self._take(idx)
+                if nbytes != n:
                     raise DecodeError("array metadata does not match its buffer")
                 return _make_array(self.mv, off, dtype, shape, nbytes, self.copy)
             raise DecodeError(f"unknown or malformed ext type {obj.code}")
