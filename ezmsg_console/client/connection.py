@@ -268,6 +268,14 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             f"the GraphServer at {address} requires a token: pass token=... or set EZMSG_CONSOLE_TOKEN",
             {"address": str(address)},
         )
+    if token is not None and not first.auth_required:
+        # Holding a token means trusting only a server that proves it holds it too: one that asks
+        # for none cannot, whether it is an impostor on the port or a server started without one.
+        raise AuthError(
+            f"the server at {address} does not ask for a token, so it cannot prove it holds yours: not "
+            f"connecting (start the GraphServer with the same --token, or connect without a token)",
+            {"address": str(address), "reason": "server_unauthenticated"},
+        )
     client_nonce = auth.new_nonce()
     proof = auth.client_proof(token, first.nonce, client_nonce, role.value, name) if token else None
     writer.write(conn.send(m.Hello(m.PROTOCOL_VERSION, role, name, client_nonce, proof)))
@@ -281,8 +289,9 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             f"protocol version mismatch: client speaks {m.PROTOCOL_VERSION}, server speaks {reply.protocol_version}",
             {"client_version": m.PROTOCOL_VERSION, "server_version": reply.protocol_version},
         )
-    if token and first.auth_required:
+    if token is not None:
         expected = auth.server_proof(token, first.nonce, client_nonce)
         if not auth.proofs_match(expected, reply.server_proof):
-            raise AuthError(f"the GraphServer at {address} could not prove it holds the token")
+            raise AuthError(f"the GraphServer at {address} could not prove it holds the token: not connecting",
+                            {"address": str(address), "reason": "bad_server_proof"})
     return reply

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from ezmsg_console.client.connection import ClientConnection
+from ezmsg_console.client.reconnect import Backoff, retry_until_connected
+from ezmsg_console.protocol.address import Address
+from ezmsg_console.protocol.connection import ProtocolConnection, Side
+
 from ezmsg_console.protocol import messages as m
-from ezmsg_console.protocol.errors import AuthError, AuthRequired, ConfigurationError, VersionMismatch
+from ezmsg_console.protocol.errors import AuthError, AuthRequired, ConfigurationError, ProtocolError, VersionMismatch
 from ezmsg_console.server import GraphServer
 
 from ..conftest import TIMEOUT
@@ -102,3 +109,81 @@ async def test_client_side_version_check(serve_process, monkeypatch):
     assert f"server speaks {m.PROTOCOL_VERSION - 1}" in str(info.value)
     assert proc.stop() == 0
     assert f"client speaks {m.PROTOCOL_VERSION}, server speaks {m.PROTOCOL_VERSION - 1}" in proc.stderr_text
+
+
+class _Impostor:
+    """A fake GraphServer on 127.0.0.1: says ``auth_required`` (or not) and welcomes whoever says
+    HELLO with a made-up proof. Counts the connections and the HELLOs it got."""
+
+    def __init__(self, auth_required: bool) -> None:
+        self.auth_required = auth_required
+        self.connections = 0
+        self.hellos = 0
+        self.attempted = asyncio.Event()  # set at the third connection
+        self.server: asyncio.AbstractServer | None = None
+        self.address = Address("127.0.0.1", 0)
+
+    async def __aenter__(self) -> _Impostor:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.address = Address("127.0.0.1", self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.connections >= 3:
+            self.attempted.set()
+        conn = ProtocolConnection(Side.SERVER)
+        writer.write(conn.send(m.ServerHello(m.PROTOCOL_VERSION, "fake", "epoch", "ab" * 16, self.auth_required)))
+        try:
+            while data := await reader.read(65536):
+                for msg in conn.receive_data(data):
+                    if isinstance(msg, m.Hello):
+                        self.hellos += 1
+                        writer.write(conn.send(m.Welcome(m.PROTOCOL_VERSION, "fake", "epoch", "p1", msg.role,
+                                                         1 << 20, "00" * 32 if self.auth_required else None)))
+        except (ConnectionError, ProtocolError):
+            pass
+        writer.close()
+
+
+async def test_a_client_with_a_token_refuses_a_server_that_asks_for_none(make_ctx):
+    async with _Impostor(auth_required=False) as fake:
+        address = fake.address
+        with pytest.raises(AuthError, match="does not ask for a token") as info:
+            await make_ctx(address, token=TOKEN)
+        assert info.value.details["reason"] == "server_unauthenticated"
+        with pytest.raises(AuthError, match="does not ask for a token"):
+            await ClientConnection.open(address, role=m.Role.PROCESS, name="worker", token=TOKEN, timeout=TIMEOUT)
+        assert fake.hellos == 0  # refused before saying anything
+        ctx = await make_ctx(address)  # without a token the same server is accepted (loopback, no secret)
+        assert ctx.address == address and fake.hellos == 1
+
+
+async def test_a_server_with_a_wrong_proof_is_refused(make_ctx):
+    async with _Impostor(auth_required=True) as fake:
+        with pytest.raises(AuthError, match="could not prove it holds the token") as info:
+            await make_ctx(fake.address, token=TOKEN)
+        assert info.value.details["reason"] == "bad_server_proof"
+
+
+async def test_a_worker_holding_a_token_keeps_retrying_and_never_joins_an_impostor():
+    """A local process that grabs the port while the real server is down gets no worker: each
+    attempt is refused before the worker says HELLO, and the retry loop goes on."""
+    async with _Impostor(auth_required=False) as impostor:
+        stop = asyncio.Event()
+
+        async def connect() -> ClientConnection:
+            return await ClientConnection.open(impostor.address, role=m.Role.PROCESS, name="worker", token=TOKEN,
+                                               timeout=TIMEOUT)
+
+        retry = asyncio.ensure_future(retry_until_connected(connect, stop, "worker",
+                                                            Backoff(initial=0.01, maximum=0.02)))
+        await asyncio.wait_for(impostor.attempted.wait(), TIMEOUT)
+        stop.set()
+        assert await asyncio.wait_for(retry, TIMEOUT) is None
+        assert impostor.connections >= 3 and impostor.hellos == 0
