@@ -18,7 +18,7 @@ from . import __version__
 from .client.source import EZMSG_ADDRESS_ENV, EZMSG_DEFAULT_PORT, Backend
 from .protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
 from .protocol.errors import ConfigurationError, ConsoleError, ServerUnreachable
-from .protocol.framing import MAX_FRAME_SIZE
+from .protocol.framing import MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_PENDING_BYTES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,7 +70,14 @@ def _build_parser() -> argparse.ArgumentParser:
                        help=f"shared secret clients must prove they hold (default ${TOKEN_ENV}); "
                        "required to listen on a non-loopback address")
     serve.add_argument("--max-frame-size", metavar="BYTES", type=int, default=MAX_FRAME_SIZE,
-                       help=f"largest frame accepted after the handshake (default {MAX_FRAME_SIZE})")
+                       help=f"largest frame accepted after the handshake (default {MAX_FRAME_SIZE}); bigger "
+                       "messages travel in chunks of at most this size")
+    serve.add_argument("--max-message-size", metavar="BYTES", type=int, default=MAX_MESSAGE_SIZE,
+                       help=f"largest message, once its chunks are joined, in either direction (default "
+                       f"{MAX_MESSAGE_SIZE}: a snapshot of a graph with tens of thousands of components)")
+    serve.add_argument("--max-pending-bytes", metavar="BYTES", type=int, default=MAX_PENDING_BYTES,
+                       help=f"bytes of replies queued for one client above which it is closed as a slow "
+                       f"consumer (default {MAX_PENDING_BYTES}; one message is always delivered whole)")
 
     demo = sub.add_parser(
         "demo",
@@ -100,7 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> int:
     from .server import GraphServer
 
-    server = GraphServer(args.address, token=args.token, max_frame_size=args.max_frame_size)
+    server = GraphServer(args.address, token=args.token, max_frame_size=args.max_frame_size,
+                         max_message_size=args.max_message_size, max_pending_bytes=args.max_pending_bytes)
     address = await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -62,6 +62,7 @@ def free_address() -> str:
 EZMSG_BACKEND_TESTS = "tests/ezmsg_backend/"
 
 HEAVY_FIRST = (EZMSG_BACKEND_TESTS, "tests/tui/test_", "tests/export/test_headless", "tests/runtime/",
+               "tests/server/test_large_graph",
                "tests/protocol/test_fuzz")
 """Module path prefixes whose modules run first under pytest-xdist (longest work first, so two
 workers finish together instead of one running a long module alone at the end)."""

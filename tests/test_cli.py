@@ -43,6 +43,14 @@ def test_serve_refuses_public_bind_without_token():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_serve_limits_are_options_and_a_bad_combination_is_one_line():
+    result = run_cli("serve", "--address", "127.0.0.1:0", "--max-frame-size", "65536", "--max-message-size", "4096")
+    assert result.returncode == 2 and "max_message_size (4096) must be at least max_frame_size" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    helptext = run_cli("serve", "--help").stdout
+    assert all(opt in helptext for opt in ("--max-frame-size", "--max-message-size", "--max-pending-bytes"))
+
+
 def test_serve_bad_address_is_one_line():
     result = run_cli("serve", "--address", "nowhere")
     assert result.returncode == 2 and "bad address 'nowhere'" in result.stderr

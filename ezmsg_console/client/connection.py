@@ -132,7 +132,7 @@ class ClientConnection:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, stream)
         try:
-            self._writer.write(self._conn.send(msg))
+            self._writer.writelines(self._conn.send_frames(msg))
             reply = await asyncio.wait_for(future, timeout)
         except (TimeoutError, asyncio.TimeoutError):
             raise RequestTimeout(
@@ -149,7 +149,7 @@ class ClientConnection:
         """Send a message that is not a request (e.g. an answer to a routed request)."""
         if self._close_error is not None:
             raise self._close_error
-        self._writer.write(self._conn.send(msg))
+        self._writer.writelines(self._conn.send_frames(msg))
 
     def add_handler(self, kind: type[M], handler: Callable[[M], None]) -> None:
         """Call ``handler(msg)`` for every unsolicited message of type ``kind``

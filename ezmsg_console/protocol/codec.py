@@ -9,7 +9,9 @@ msgpack unpacker's own stack limit. Any failure is a :class:`DecodeError`.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import gc
+from typing import Any, Iterator
 
 import msgpack
 
@@ -79,12 +81,37 @@ def packb(obj: Any) -> bytes:
         raise LocalProtocolError(f"cannot encode message: {exc}") from None
 
 
+@contextlib.contextmanager
+def gc_paused(pause: bool = True) -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block (if it is on and ``pause``): turning a big
+    message into objects, or objects into one, makes hundreds of thousands of containers, and the
+    collections they would trigger (each walking every object of the process) cost more than the
+    work itself. Nothing is lost: the collector runs again afterwards."""
+    paused = pause and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def unpackb(data: bytes) -> Any:
     """Decode one msgpack value; raise DecodeError for anything malformed.
 
     The frame decoder has already bounded ``data``, which bounds every string,
     array and map inside it.
     """
+    with gc_paused(len(data) >= GC_PAUSE_BYTES):
+        return _unpackb(data)
+
+
+GC_PAUSE_BYTES = 64 * 1024
+"""Bodies at least this long are decoded with the garbage collector paused (see :func:`gc_paused`)."""
+
+
+def _unpackb(data: bytes) -> Any:
     try:
         return msgpack.unpackb(
             data,

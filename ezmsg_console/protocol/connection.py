@@ -21,18 +21,40 @@ non-handshake message may flow either way (routed requests go server ->
 process too) and the limit rises to the negotiated ``max_frame_size``. Moves
 are looked up in :data:`TRANSITIONS`; an illegal one raises
 :class:`LocalProtocolError` (our bug) or :class:`RemoteProtocolError` (theirs).
+
+Chunks: once OPEN, a message whose encoding is over the frame limit (a snapshot
+of a very large graph, the metadata of thousands of components) travels as
+consecutive *chunk frames* (:meth:`send_frames`). A chunk frame's body starts
+with ``0xC1``, the one byte msgpack never uses (so it cannot be taken for a
+message), then ``u8 last``, ``u32 chunk id``, ``u32 index`` (big-endian) and a
+slice of the message's encoding. The receiver joins the slices of each chunk id
+(several may interleave with other frames) and decodes the whole as one message.
+It holds at most ``max_message_size`` bytes of unfinished chunks in all and
+:data:`MAX_PARTIAL` messages at once; more is FRAME_TOO_LARGE / a protocol
+error, and the connection closes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
+import struct
 from typing import Any
 
-from .codec import packb, unpackb
+from .codec import GC_PAUSE_BYTES, gc_paused, packb, unpackb
 from .catalog import KINDS
 from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
-from .framing import ABSOLUTE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from .errors import FrameTooLarge
+from .framing import (
+    ABSOLUTE_MAX_FRAME_SIZE,
+    HANDSHAKE_MAX_FRAME_SIZE,
+    HEADER,
+    MAX_FRAME_SIZE,
+    MAX_MESSAGE_SIZE,
+    FrameDecoder,
+    encode_frame,
+)
 from .messages import ErrorReply, Hello, Request, ServerHello, Welcome
 from .wire import Message, decode_message, encode_message
 
@@ -91,15 +113,29 @@ class MalformedRequest(Message):
     details: dict[str, Any]
 
 
+CHUNK_MARK = 0xC1
+_CHUNK_HEAD = struct.Struct(">BBII")  # mark, last, chunk id, index
+CHUNK_SIZE = 4 * 1024 * 1024
+"""Most message bytes one chunk frame carries (less if the frame limit is lower), so a big
+reply reaches the socket a few MiB at a time and other frames can go in between."""
+MAX_PARTIAL = 16
+"""Chunked messages one connection may have unfinished at once."""
+
+
 class ProtocolConnection:
     """One end of a connection, as a pure state machine."""
 
-    def __init__(self, side: Side, max_frame_size: int = MAX_FRAME_SIZE) -> None:
+    def __init__(self, side: Side, max_frame_size: int = MAX_FRAME_SIZE,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.side = side
         self.state = State.SEND_SERVER_HELLO if side is Side.SERVER else State.AWAIT_SERVER_HELLO
         self.max_frame_size = max_frame_size
+        self.max_message_size = max_message_size
         self._decoder = FrameDecoder(HANDSHAKE_MAX_FRAME_SIZE)
         self._send_limit = HANDSHAKE_MAX_FRAME_SIZE
+        self._chunk_ids = itertools.count(1)
+        self._partial: dict[int, list[bytes]] = {}  # chunk id -> slices received so far
+        self._partial_bytes = 0
 
     @property
     def is_open(self) -> bool:
@@ -150,22 +186,55 @@ class ProtocolConnection:
             self._decoder.add(data)
             # (mypy keeps self.state narrowed by the check above; handling a frame can close it)
             while self.state is not State.CLOSED and (  # type: ignore[comparison-overlap]
-                    body := self._decoder.next_frame()) is not None:
-                obj = unpackb(body)
-                try:
-                    msg = decode_message(obj)
-                except DecodeError as exc:
-                    bad = self._malformed_request(obj, exc)
-                    if bad is None:
-                        raise
-                    out.append(bad)
-                    continue
+                    frame := self._decoder.next_frame()) is not None:
+                body = self._chunk(frame) if frame[:1] == b"\xc1" else frame
+                if body is None:
+                    continue  # a chunk of a message that is not complete yet
+                with gc_paused(len(body) >= GC_PAUSE_BYTES):  # a big message: no collections while built
+                    obj = unpackb(body)
+                    try:
+                        msg = decode_message(obj)
+                    except DecodeError as exc:
+                        bad = self._malformed_request(obj, exc)
+                        if bad is None:
+                            raise
+                        out.append(bad)
+                        continue
                 self._enter(self._next_state(_RX, msg), msg)
                 out.append(msg)
         except RemoteProtocolError:
             self.state = State.CLOSED
             raise
         return out
+
+    def _chunk(self, frame: bytes) -> bytes | None:
+        """Take one chunk frame; the whole message's encoding once its last chunk is in."""
+        if len(frame) < _CHUNK_HEAD.size:
+            raise DecodeError(f"malformed chunk frame of {len(frame)} bytes (its header alone is {_CHUNK_HEAD.size})")
+        if self.state is not State.OPEN:
+            raise DecodeError("undecodable frame: a chunk frame before the handshake completed")
+        _mark, last, chunk_id, index = _CHUNK_HEAD.unpack_from(frame)
+        parts = self._partial.get(chunk_id)
+        if parts is None:
+            if index != 0 or len(self._partial) >= MAX_PARTIAL:
+                raise RemoteProtocolError(f"chunk {index} of unknown message {chunk_id}, or more than "
+                                          f"{MAX_PARTIAL} chunked messages at once")
+            parts = self._partial[chunk_id] = []
+        elif index != len(parts):
+            raise RemoteProtocolError(f"chunk {index} of message {chunk_id} out of order (expected {len(parts)})")
+        data = frame[_CHUNK_HEAD.size:]
+        self._partial_bytes += len(data)
+        if self._partial_bytes > self.max_message_size:
+            self._partial.clear()
+            raise FrameTooLarge(f"chunked message over the {self.max_message_size}-byte limit",
+                                {"limit": self.max_message_size})
+        parts.append(data)
+        if not last:
+            return None
+        del self._partial[chunk_id]
+        body = b"".join(parts)
+        self._partial_bytes -= len(body)
+        return body
 
     def _malformed_request(self, obj: Any, exc: DecodeError) -> MalformedRequest | None:
         if self.state is not State.OPEN or not isinstance(obj, dict):
@@ -189,6 +258,31 @@ class ProtocolConnection:
         frame = encode_frame(packb(encode_message(msg)), self._send_limit)
         self._enter(nxt, msg)
         return frame
+
+    def send_frames(self, msg: Message) -> list[bytes]:
+        """Like :meth:`send`, but a message over the frame limit (on an open connection) becomes
+        chunk frames the peer joins again; refused (LocalProtocolError) only over the peer's
+        ``max_message_size``, which is taken to be this end's."""
+        nxt = self._next_state(_TX, msg)
+        with gc_paused():  # cheap for a small message; spares a big one the collections it would trigger
+            body = packb(encode_message(msg))
+        if len(body) <= self._send_limit or self.state is not State.OPEN:
+            frames = [encode_frame(body, self._send_limit)]
+        else:
+            if len(body) > self.max_message_size:
+                raise LocalProtocolError(f"{msg.KIND} of {len(body)} bytes is over the {self.max_message_size}-byte "
+                                         "message limit", {"size": len(body), "limit": self.max_message_size})
+            step = min(self._send_limit, CHUNK_SIZE) - _CHUNK_HEAD.size
+            chunk_id = next(self._chunk_ids)
+            view = memoryview(body)
+            frames = []
+            for index, start in enumerate(range(0, len(body), step)):
+                part = view[start:start + step]
+                last = start + step >= len(body)
+                frames.append(HEADER.pack(_CHUNK_HEAD.size + len(part))
+                              + _CHUNK_HEAD.pack(CHUNK_MARK, last, chunk_id, index) + part)
+        self._enter(nxt, msg)
+        return frames
 
     def close(self) -> None:
         self.state = State.CLOSED

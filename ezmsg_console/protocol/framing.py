@@ -19,6 +19,11 @@ MAX_FRAME_SIZE = 16 * 1024 * 1024
 HANDSHAKE_MAX_FRAME_SIZE = 4 * 1024
 """Largest frame body accepted before the handshake completes."""
 ABSOLUTE_MAX_FRAME_SIZE = 2**32 - 1
+MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+"""Default largest message after joining its chunks (see ``connection``; configurable on the server)."""
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+"""Default bytes of replies a GraphServer queues for one peer before closing it as a slow consumer
+(what was pending before a message decides: one message is always delivered whole)."""
 
 
 def encode_frame(body: bytes, max_frame_size: int = MAX_FRAME_SIZE) -> bytes:

@@ -15,7 +15,8 @@ from typing import Any
 from .graph import Event, GraphMetadata, GraphSnapshot
 from .wire import Message
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: messages over the frame limit travel as chunk frames (see ``connection``)."""
 
 
 class Role(str, enum.Enum):

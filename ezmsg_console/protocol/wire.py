@@ -37,6 +37,9 @@ class Message:
 # -- encoding ----------------------------------------------------------------
 
 _PLAIN = (str, int, float, bool, bytes, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
+"""The exact types that are already plain (a set lookup; subclasses, e.g. str enums, take the
+slower way through :func:`to_wire` and come out the same)."""
 
 
 def to_wire(value: Any) -> Any:
@@ -48,11 +51,13 @@ def to_wire(value: Any) -> Any:
 
 
 def _encode_list(value: Any) -> Any:
-    return [v if isinstance(v, _PLAIN) else to_wire(v) for v in value]
+    plain = _PLAIN_TYPES
+    return [v if type(v) in plain else to_wire(v) for v in value]
 
 
 def _encode_dict(value: Any) -> Any:
-    return {k: v if isinstance(v, _PLAIN) else to_wire(v) for k, v in value.items()}
+    plain = _PLAIN_TYPES
+    return {k: v if type(v) in plain else to_wire(v) for k, v in value.items()}
 
 
 def _identity(value: Any) -> Any:
@@ -66,17 +71,19 @@ whatever decodes can always be encoded again."""
 
 def _dec_free_form(data: Any) -> Any:
     """Accept any plain data nested at most MAX_FREE_FORM_DEPTH deep (iterative walk)."""
-    if not isinstance(data, (list, dict)):
+    kind = type(data)
+    if kind is not list and kind is not dict:  # the codec makes exact lists and dicts only
         return data
     stack = [(data, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        value, depth = stack.pop()
+        value, depth = pop()
         if depth > MAX_FREE_FORM_DEPTH:
             raise _Mismatch(f"nested deeper than {MAX_FREE_FORM_DEPTH} levels")
-        children = value.values() if isinstance(value, dict) else value
-        for child in children:
-            if isinstance(child, (list, dict)):
-                stack.append((child, depth + 1))
+        for child in (value.values() if type(value) is dict else value):
+            kind = type(child)
+            if kind is list or kind is dict:
+                push((child, depth + 1))
     return data
 
 
@@ -88,9 +95,10 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
 
         def encode(value: Any) -> Any:
             out: dict[str, Any] = {"kind": kind} if kind else {}
+            plain = _PLAIN_TYPES
             for name in names:
                 v = getattr(value, name)
-                out[name] = v if isinstance(v, _PLAIN) else to_wire(v)
+                out[name] = v if type(v) in plain else to_wire(v)
             return out
 
         return encode

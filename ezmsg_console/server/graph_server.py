@@ -17,7 +17,7 @@ from typing import Any
 from ..net import is_loopback_host
 from ..protocol.address import Address, resolve_address, resolve_token
 from ..protocol.errors import ConfigurationError, ConsoleError
-from ..protocol.framing import ABSOLUTE_MAX_FRAME_SIZE, MAX_FRAME_SIZE
+from ..protocol.framing import ABSOLUTE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_PENDING_BYTES
 from ..protocol.wire import Message
 from .core import ServerCore
 from .peer import Peer
@@ -42,10 +42,11 @@ class GraphServer:
         *,
         token: str | None = None,
         max_frame_size: int = MAX_FRAME_SIZE,
+        max_message_size: int = MAX_MESSAGE_SIZE,
         history_limit: int = 10000,
         stream_queue_events: int = 1024,
         stream_queue_bytes: int = 4 * 1024 * 1024,
-        max_pending_bytes: int = 8 * 1024 * 1024,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
         write_deadline: float = 2.0,
         handshake_timeout: float = 2.0,
         allow_remote_shutdown: bool = False,
@@ -53,6 +54,11 @@ class GraphServer:
     ) -> None:
         if not 4096 <= max_frame_size <= ABSOLUTE_MAX_FRAME_SIZE:
             raise ConfigurationError(f"max_frame_size must be between 4096 and {ABSOLUTE_MAX_FRAME_SIZE}")
+        if max_message_size < max_frame_size:
+            raise ConfigurationError(f"max_message_size ({max_message_size}) must be at least max_frame_size "
+                                     f"({max_frame_size})")
+        if max_pending_bytes < 1:
+            raise ConfigurationError("max_pending_bytes must be >= 1")
         if history_limit < 1 or stream_queue_events < 2:
             raise ConfigurationError("history_limit must be >= 1 and stream_queue_events >= 2")
         if profiling_limit < 1:
@@ -62,6 +68,7 @@ class GraphServer:
         self.token: str | None = None
         self.server_id = uuid.uuid4().hex
         self.max_frame_size = max_frame_size
+        self.max_message_size = max_message_size
         self.history_limit = history_limit
         self.stream_queue_events = stream_queue_events
         self.stream_queue_bytes = stream_queue_bytes

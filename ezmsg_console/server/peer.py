@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 PUSH_BATCH = 64  # push frames taken per subscription per writer pass
+WRITE_BATCH = 4 * 1024 * 1024  # control bytes written (and drained, within the deadline) per writer pass
 
 
 def error_reply(request_id: int | None, err: ConsoleError) -> m.ErrorReply:
@@ -57,7 +58,7 @@ class Peer:
         self.server = server
         self.reader = reader
         self.writer = writer
-        self.conn = ProtocolConnection(Side.SERVER, server.max_frame_size)
+        self.conn = ProtocolConnection(Side.SERVER, server.max_frame_size, server.max_message_size)
         peername = writer.get_extra_info("peername") or ("?", 0)
         self.peer_host = str(peername[0])
         self.peer_address = f"{peername[0]}:{peername[1]}"
@@ -88,20 +89,29 @@ class Peer:
         closing or was just closed for having too much pending."""
         if self._closing:
             return False
-        frame = self.conn.send(msg)
-        self._outbox.append(frame)
-        self._outbox_bytes += len(frame)
+        # What was pending before this message decides: one message, however big (up to the
+        # message limit, in chunks), is always deliverable to a peer that keeps up.
         pending = self._outbox_bytes + self.writer.transport.get_write_buffer_size()
         if pending > self.server.max_pending_bytes:
             self._abort_slow(f"{pending} bytes pending for this peer")
             return False
+        for frame in self.conn.send_frames(msg):
+            self._outbox.append(frame)
+            self._outbox_bytes += len(frame)
         self._wake.set()
         return True
 
     def _take_frames(self) -> list[bytes]:
-        frames = list(self._outbox)
-        self._outbox.clear()
-        self._outbox_bytes = 0
+        """Control frames first (up to WRITE_BATCH bytes a pass, so a big chunked reply is
+        written, and its deadline counted, a few MiB at a time), then a batch of pushes."""
+        frames: list[bytes] = []
+        taken = 0
+        outbox = self._outbox
+        while outbox and (not frames or taken + len(outbox[0]) <= WRITE_BATCH):
+            frame = outbox.popleft()
+            frames.append(frame)
+            taken += len(frame)
+        self._outbox_bytes -= taken
         for sub in list(self.subscriptions.values()):
             for _ in range(min(PUSH_BATCH, len(sub.queue))):
                 item = sub.queue.pop()
@@ -109,7 +119,7 @@ class Peer:
                     msg: Message = m.StreamGap(sub.stream_id, sub.kind, item.from_seq, item.to_seq, item.reason)
                 else:
                     msg = m.StreamEvent(sub.stream_id, sub.kind, item.seq, item)
-                frames.append(self.conn.send(msg))
+                frames.extend(self.conn.send_frames(msg))
         return frames
 
     async def _writer_loop(self) -> None:

@@ -503,3 +503,71 @@ def test_refused_error_reply_during_handshake_keeps_state() -> None:
     with pytest.raises(LocalProtocolError):
         srv.send(ErrorReply(request_id=None, code="X", message="m" * 5000))
     assert srv.state is State.AWAIT_HELLO
+
+
+# -- chunks: messages over the frame limit ---------------------------------------
+
+
+def _big(request_id: int, size: int) -> Message:
+    from ezmsg_console.protocol.messages import ConnectEdge
+
+    return ConnectEdge(request_id, "src", "x" * size)
+
+
+def test_a_message_over_the_frame_limit_travels_in_chunks_both_ways() -> None:
+    srv, cli = handshake()  # 10,000-byte frames
+    big = _big(1, 35_000)
+    frames = cli.send_frames(big)
+    assert len(frames) == 4 and all(len(f) <= NEGOTIATED + 4 for f in frames)
+    assert all(f[4] == 0xC1 for f in frames)
+    got = []
+    for frame in frames:  # in arbitrary pieces, as a socket delivers them
+        for piece in (frame[:7], frame[7:]):
+            got += srv.receive_data(piece)
+    assert got == [big]
+    reply = srv.send_frames(_big(2, 25_000))
+    assert [m for f in reply for m in cli.receive_data(f)] == [_big(2, 25_000)]
+    (plain,) = cli.send_frames(PingRequest(3))  # a small message stays one plain frame
+    assert plain[4] != 0xC1 and srv.receive_data(plain) == [PingRequest(3)]
+
+
+def test_chunks_of_two_messages_may_interleave_with_other_frames() -> None:
+    srv, cli = handshake()
+    a, b = cli.send_frames(_big(1, 15_000)), cli.send_frames(_big(2, 15_000))
+    ping = cli.send(PingRequest(3))
+    got = [m for f in (a[0], b[0], ping, a[1], b[1]) for m in srv.receive_data(f)]
+    assert got == [PingRequest(3), _big(1, 15_000), _big(2, 15_000)]
+
+
+def test_a_chunked_message_over_the_message_limit_is_refused_and_closes() -> None:
+    srv = ProtocolConnection(Side.SERVER, max_frame_size=NEGOTIATED, max_message_size=20_000)
+    cli = ProtocolConnection(Side.CLIENT)
+    cli.receive_data(srv.send(server_hello()))
+    srv.receive_data(cli.send(hello()))
+    cli.receive_data(srv.send(welcome()))
+    frames = cli.send_frames(_big(1, 30_000))
+    with pytest.raises(FrameTooLarge, match="over the 20000-byte limit"):
+        for frame in frames:
+            srv.receive_data(frame)
+    assert srv.state is State.CLOSED
+    with pytest.raises(LocalProtocolError, match="message limit"):  # and a sender refuses to send one
+        srv_side = ProtocolConnection(Side.SERVER, max_frame_size=NEGOTIATED, max_message_size=20_000)
+        peer = ProtocolConnection(Side.CLIENT)
+        peer.receive_data(srv_side.send(server_hello()))
+        srv_side.receive_data(peer.send(hello()))
+        srv_side.send(welcome())
+        srv_side.send_frames(_big(1, 30_000))
+
+
+def test_bad_chunk_sequences_are_protocol_errors() -> None:
+    srv, cli = handshake()
+    frames = cli.send_frames(_big(1, 25_000))
+    with pytest.raises(RemoteProtocolError, match="out of order"):
+        srv.receive_data(frames[0] + frames[2])
+    srv, cli = handshake()
+    with pytest.raises(RemoteProtocolError, match="unknown message"):
+        srv.receive_data(cli.send_frames(_big(1, 25_000))[1])
+    early = ProtocolConnection(Side.SERVER)
+    early.send(server_hello())
+    with pytest.raises(DecodeError, match="before the handshake"):
+        early.receive_data(encode_frame(struct.pack(">BBII", 0xC1, 1, 1, 0) + b"x"))
