@@ -42,7 +42,7 @@ import itertools
 import struct
 from typing import Any
 
-from .codec import GC_PAUSE_BYTES, gc_paused, packb, unpackb
+from .codec import GC_PAUSE_BYTES, gc_paused, packb, unpack_message
 from .catalog import KINDS
 from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from .errors import FrameTooLarge
@@ -191,7 +191,7 @@ class ProtocolConnection:
                 if body is None:
                     continue  # a chunk of a message that is not complete yet
                 with gc_paused(len(body) >= GC_PAUSE_BYTES):  # a big message: no collections while built
-                    obj = unpackb(body)
+                    obj = unpack_message(body)  # a big one with budgets: no decode bombs
                     try:
                         msg = decode_message(obj)
                     except DecodeError as exc:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import msgpack
 
+from ezmsg_console.client import GraphContext
 from ezmsg_console.protocol import messages as m
 from ezmsg_console.protocol.framing import encode_frame
 
@@ -127,3 +129,79 @@ async def test_unknown_request_kind_gets_invalid_request(server, raw_peer):
     raw.send(m.Ack(5))  # a reply is not a request the server handles
     reply = await raw.recv()
     assert isinstance(reply, m.ErrorReply) and reply.code == "INVALID_REQUEST"
+
+
+# -- decode bombs ------------------------------------------------------------------------
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def _ping_map(payload: bytes) -> bytes:
+    """A legal frame body: a PING message map with one more field, ``x``, holding ``payload``."""
+    return b"\x83\xa4kind\xa4PING\xaarequest_id\x01\xa1x" + payload
+
+
+async def _bomb_while_pinging(address, raw_peer, make_ctx, body: bytes) -> float:
+    """Send ``body`` as one frame after a handshake while another client pings; the longest ping (s)."""
+    bystander = await make_ctx(address)
+    await bystander.ping()
+    raw = await raw_peer(address)
+    assert isinstance(await raw.handshake(), m.Welcome)
+    longest = 0.0
+    raw.send_raw(struct.pack(">I", len(body)) + body)
+    reply = asyncio.ensure_future(raw.recv())
+    while not reply.done():  # ping the whole time the server reads and refuses the frame
+        start = asyncio.get_running_loop().time()
+        await bystander.ping()
+        longest = max(longest, asyncio.get_running_loop().time() - start)
+    err = reply.result()
+    assert isinstance(err, m.ErrorReply) and err.code == "DECODE_ERROR", err
+    assert await raw.closed_by_server()
+    return longest
+
+
+async def test_a_frame_of_16m_empty_arrays_is_refused_at_once(serve_process, raw_peer, make_ctx):
+    """One legal 16 MiB frame of 16M empty arrays used to take the server to +1.16 GiB and stall
+    every client for seconds; now its array header alone is refused."""
+    proc = serve_process("--address", "127.0.0.1:0")
+    address = proc.wait_listening()
+    n = 16_000_000
+    body = _ping_map(b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n)
+    assert len(body) <= 16 * 1024 * 1024  # legal: within the frame limit
+    before = _peak_rss_mib(proc.proc.pid)
+    longest = await _bomb_while_pinging(address, raw_peer, make_ctx, body)
+    grown = _peak_rss_mib(proc.proc.pid) - before
+    assert grown < 32 + 16, grown  # the frame itself (16 MiB) is buffered; decoding adds < 32 MiB
+    assert longest < 1.0, longest  # every other client served throughout (measured: a few ms)
+
+
+async def test_nested_empty_arrays_stop_at_the_container_budget(serve_process, raw_peer, make_ctx):
+    """16 arrays of 1M empty arrays each: every header is legal, so the decode runs until the
+    container budget (one list or map per 48 bytes) and is refused there."""
+    proc = serve_process("--address", "127.0.0.1:0")
+    address = proc.wait_listening()
+    inner = b"\xdd" + (1_000_000).to_bytes(4, "big") + b"\x90" * 1_000_000
+    body = _ping_map(b"\xdc\x00\x10" + inner * 16)
+    before = _peak_rss_mib(proc.proc.pid)
+    longest = await _bomb_while_pinging(address, raw_peer, make_ctx, body)
+    grown = _peak_rss_mib(proc.proc.pid) - before
+    assert grown < 64 + 16, grown  # ~340k lists at most (measured: ~+38 MiB), not ~1 GiB
+    assert longest < 1.0, longest
+    async with GraphContext(address, timeout=TIMEOUT) as ctx:  # and the server is fine
+        await ctx.connect("still", "working")
+        assert (await ctx.snapshot()).edges == [("still", "working")]
+
+
+async def test_a_big_frame_that_is_not_a_message_is_refused_without_decoding(server, raw_peer):
+    raw = await raw_peer(server.address)
+    assert isinstance(await raw.handshake(), m.Welcome)
+    raw.send_raw(encode_frame(msgpack.packb([0] * 100_000)))  # a legal msgpack array, not a message map
+    reply = await raw.recv()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "DECODE_ERROR"
+    assert "first key is 'kind'" in reply.message
+    assert await raw.closed_by_server()
