@@ -5,6 +5,10 @@ nonce; the client proves it knows the token by an HMAC over both nonces, its
 role and its name. A captured handshake is useless later because the server's
 nonce is new on every connection. The server answers with its own proof over
 the same nonces, so the client knows it reached the right server.
+
+Data links (publisher <-> subscriber sockets) use the same construction with a
+per-server secret the GraphServer hands to process connections only: the
+publisher sends a nonce, the subscriber answers with :func:`link_proof`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ def client_proof(token: str, server_nonce: str, client_nonce: str, role: str, na
 def server_proof(token: str, server_nonce: str, client_nonce: str) -> str:
     """What the server sends back to prove it holds ``token`` too."""
     return _mac(token, "server", server_nonce, client_nonce)
+
+
+def link_proof(secret: str, nonce: str, pub_id: str, sub_id: str) -> str:
+    """What a subscriber sends a publisher to prove it holds the data-link secret, which the
+    GraphServer gives to process connections only (``Welcome.data_secret``)."""
+    return _mac(secret, "link", nonce, pub_id, sub_id)
 
 
 def proofs_match(expected: str, given: str | None) -> bool:

@@ -60,7 +60,9 @@ class Hello(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Welcome(Message):
-    """Handshake done. ``server_proof`` shows the server knows the token too."""
+    """Handshake done. ``server_proof`` shows the server knows the token too. ``data_secret``
+    (process connections only) is what their publishers and subscribers prove to each other
+    when they link (see ``auth.link_proof``); sessions and observers never get it."""
 
     KIND = "WELCOME"
     protocol_version: int
@@ -70,6 +72,7 @@ class Welcome(Message):
     role: Role
     max_frame_size: int
     server_proof: str | None = None
+    data_secret: str | None = None
 
 
 # -- requests ----------------------------------------------------------------

@@ -7,9 +7,13 @@ on the same host (payloads then travel through the publisher's shared-memory
 ring), TCP otherwise (payloads travel inline). The control plane only told it
 where the publisher is; it never sees a payload.
 
-1. The subscriber sends a HELLO frame (4-byte length + msgpack map) naming the
-   publisher and itself; the publisher answers with a frame carrying the
-   shared-memory segment name (or none for inline) and the ring geometry.
+1. The publisher sends a CHALLENGE frame (4-byte length + msgpack map) with a
+   fresh nonce; the subscriber answers with a HELLO frame naming the publisher
+   and itself and proving it holds the data-link secret the GraphServer gave
+   its process (``auth.link_proof`` over the nonce and both ids); the publisher
+   checks the proof and answers with a frame carrying the shared-memory segment
+   name (or none for inline) and the ring geometry, or refuses and closes. So
+   only processes of the same GraphServer can read a publisher's data port.
 2. Then the publisher sends, per message, a fixed 28-byte header
    ``MSG = (kind, slot, msg_id, publish_ns, length)``: kind ``SHM`` means the
    payload is in ring slot ``slot``; kind ``INLINE`` means ``length`` payload
@@ -32,6 +36,7 @@ import asyncio
 import struct
 from typing import Any, Callable, cast
 
+from ..protocol import auth
 from ..protocol.codec import packb, unpackb
 from ..protocol.errors import ConnectionClosed, DecodeError, RemoteProtocolError
 from .shm import Segment
@@ -124,6 +129,7 @@ class PublisherLink(asyncio.Protocol):
 
     def __init__(self, attach: Callable[[PublisherLink, dict[str, Any]], dict[str, Any]]) -> None:
         self._attach = attach
+        self.nonce = auth.new_nonce()  # the challenge the subscriber's proof must cover
         self._hello: _FrameReader | None = _FrameReader()
         self._acks = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -136,10 +142,14 @@ class PublisherLink(asyncio.Protocol):
         self._headers: _Coalescer | None = None
         self.writable = asyncio.Event()  # cleared while the transport's buffer is over its limit
         self.writable.set()
+        self.acks_seen = 0  # reads that brought acknowledgements (the stall watchdog's progress mark)
+        self.watch_mark = 0
+        self.stalled_for = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._headers = _Coalescer(self.transport)  # type: ignore[arg-type]
+        self.transport.write(hello_frame({"nonce": self.nonce}))  # type: ignore[union-attr]
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -168,6 +178,8 @@ class PublisherLink(asyncio.Protocol):
         acks = self._acks
         acks += data
         usable = len(acks) - len(acks) % ACK.size
+        if usable:
+            self.acks_seen += 1
         if usable and self.on_ack is not None:
             for slot, _msg_id in ACK.iter_unpack(memoryview(acks)[:usable]):
                 if slot in self.outstanding:
@@ -199,6 +211,11 @@ class PublisherLink(asyncio.Protocol):
                 self._headers.flush()  # what was sent must still arrive
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the link at once (a stalled subscriber): its slots are released as it is lost."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.writable.set()  # nobody may wait on a link that is gone
@@ -210,9 +227,12 @@ class SubscriberLink(asyncio.Protocol):
     """Subscriber side of one publisher connection."""
 
     def __init__(self, hello: dict[str, Any],
-                 on_message: Callable[[SubscriberLink, int, int, int, int, memoryview | bytes], None]) -> None:
+                 on_message: Callable[[SubscriberLink, int, int, int, int, memoryview | bytes], None],
+                 prove: Callable[[str], str | None]) -> None:
         self._hello_obj = hello
         self._on_message = on_message
+        self._prove = prove  # nonce -> proof of the data-link secret
+        self._challenged = False
         self._reply = _FrameReader()
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -226,14 +246,22 @@ class SubscriberLink(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream = cast(asyncio.Transport, transport)  # a stream connection's transport
-        self._acks = _Coalescer(stream)
-        stream.write(hello_frame(self._hello_obj))
+        self._acks = _Coalescer(stream)  # the HELLO waits for the publisher's challenge
 
     def data_received(self, data: bytes) -> None:
         if not self.ready.done():
             self._reply.buffer += data
             try:
                 reply, rest = self._reply.take()
+                if reply is not None and not self._challenged:  # the challenge: prove, say HELLO
+                    self._challenged = True
+                    nonce = reply.get("nonce")
+                    if not isinstance(nonce, str):
+                        raise DecodeError("link challenge without a nonce")
+                    assert self.transport is not None
+                    self.transport.write(hello_frame({**self._hello_obj, "proof": self._prove(nonce)}))
+                    self._reply.buffer += rest
+                    reply, rest = self._reply.take()
             except Exception as exc:  # noqa: BLE001 - a broken peer ends the link
                 self.ready.set_exception(RemoteProtocolError(f"bad link reply: {exc}"))
                 self.close()

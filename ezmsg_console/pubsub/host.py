@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from ..client.connection import ClientConnection
+from ..protocol import auth
 from ..protocol import messages as m
 from ..protocol.endpoints import RegisterPublisher, RegisterSubscriber, RoutesUpdate, UnregisterEndpoint
 from ..protocol.errors import ConfigurationError, ConsoleError
@@ -25,6 +26,7 @@ from ..protocol.graph import PublisherInfo, SubscriberInfo
 from ..profiling.sampling import DEFAULT_TIMED_BUDGET, parse_timed_budget
 from .channel import PublisherLink
 from .publisher import Publisher
+from .stall import LinkWatchdog, link_stall_from_env
 from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class EndpointHost:
     """Creates publishers and subscribers bound to one control connection."""
 
     def __init__(self, conn: ClientConnection, *, run_tag: str | None = None, data_host: str | None = None,
-                 timeout: float = 5.0, timed_budget: int | None = None) -> None:
+                 timeout: float = 5.0, timed_budget: int | None = None, link_stall_s: float | None = None) -> None:
         self.conn = conn
         self.run_tag = run_tag or os.environ.get(RUN_TAG_ENV) or uuid.uuid4().hex[:8]
         self.data_host = data_host or os.environ.get(DATA_HOST_ENV) or "127.0.0.1"
@@ -90,6 +92,10 @@ class EndpointHost:
         self._latest_routes: dict[str, tuple[PublisherInfo, ...]] = {}
         self._grace_until = 0.0
         self._reconcile: asyncio.Task[None] | None = None
+        self._previous_secret: str | None = None  # the data-link secret before the last rejoin
+        self.watchdog = LinkWatchdog(lambda: self.publishers.values(),
+                                     link_stall_from_env() if link_stall_s is None else link_stall_s)
+        self._watchdog_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,12 +111,32 @@ class EndpointHost:
         self._tcp_port = sock.getsockname()[1]
         self._servers.append(tcp)
         self.conn.add_handler(RoutesUpdate, self._on_routes)
+        self._watchdog_task = asyncio.ensure_future(self.watchdog.run())
 
     def _link_factory(self) -> PublisherLink:
         return PublisherLink(self._attach)
 
+    @property
+    def link_secret(self) -> str | None:
+        """The data-link secret of the GraphServer this host is connected to (process connections
+        get one in their Welcome)."""
+        return self.conn.welcome.data_secret
+
+    def link_proof(self, nonce: str, pub_id: str, sub_id: str) -> str | None:
+        secret = self.link_secret
+        return None if secret is None else auth.link_proof(secret, nonce, pub_id, sub_id)
+
     def _attach(self, link: PublisherLink, hello: dict[str, Any]) -> dict[str, Any]:
-        pub = self.publishers.get(str(hello.get("pub_id")))
+        pub_id, sub_id = str(hello.get("pub_id")), str(hello.get("sub_id"))
+        # The secret of the current connection, or of the one before it: a subscriber that
+        # reconnected to a restarted GraphServer a moment before this host did still gets in.
+        secrets = [s for s in (self.link_secret, self._previous_secret) if s is not None]
+        if not any(auth.proofs_match(auth.link_proof(s, link.nonce, pub_id, sub_id), hello.get("proof"))
+                   for s in secrets):
+            log.warning("refused a data link to %s: the subscriber did not prove it belongs to this "
+                        "GraphServer's processes", pub_id)
+            return {"ok": False, "error": "authentication failed: not a process of this GraphServer"}
+        pub = self.publishers.get(pub_id)
         if pub is None:
             return {"ok": False, "error": f"no publisher {hello.get('pub_id')} here"}
         if link.transport is not None:
@@ -187,6 +213,8 @@ class EndpointHost:
         :data:`REJOIN_GRACE_S` route updates only add links, then the latest
         routes are applied in full.
         """
+        if self.conn.welcome.data_secret != conn.welcome.data_secret:
+            self._previous_secret = self.conn.welcome.data_secret
         self.conn = conn
         conn.add_handler(RoutesUpdate, self._on_routes)
         self._grace_until = asyncio.get_running_loop().time() + REJOIN_GRACE_S
@@ -220,6 +248,8 @@ class EndpointHost:
         """Close every endpoint (unlinking shared memory) and the data server."""
         if self._reconcile is not None:
             self._reconcile.cancel()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
         for task in list(self._route_tasks):
             task.cancel()
         for sub in list(self.subscribers.values()):

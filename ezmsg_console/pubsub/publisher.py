@@ -93,6 +93,8 @@ class Publisher:
         self.msg_id = 0
         self.bytes_sent = 0  # encoded size, once per message that left the process
         self.backpressure_waits = 0
+        self.waiting = False  # waiting for a free slot (the stall watchdog looks)
+        self.links_dropped = 0  # links the stall watchdog closed (pubsub.stall)
         self.backpressure_wait_ns = 0
         self._since_yield = 0
         self.closed = False
@@ -150,11 +152,15 @@ class Publisher:
         return self.num_buffers - len(self._free)
 
     async def _wait_for_slot(self) -> int:
-        while not self._free:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-            if self.closed:
-                raise asyncio.CancelledError("publisher closed")
+        self.waiting = True  # for the stall watchdog (pubsub.stall)
+        try:
+            while not self._free:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                if self.closed:
+                    raise asyncio.CancelledError("publisher closed")
+        finally:
+            self.waiting = False
         return self._free.pop()
 
     # -- sending ---------------------------------------------------------

@@ -398,8 +398,11 @@ class Subscriber:
         hello = {"pub_id": info.pub_id, "sub_id": self.sub_id, "shm": same_host}
         on_message = self._on_link_message if same_clock else self._on_remote_host_message
 
+        def prove(nonce: str) -> str | None:
+            return host.link_proof(nonce, info.pub_id, self.sub_id)
+
         def factory() -> SubscriberLink:
-            return SubscriberLink(hello, on_message)
+            return SubscriberLink(hello, on_message, prove)
 
         if same_host:
             _transport, link = await asyncio.wait_for(

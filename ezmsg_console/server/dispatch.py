@@ -86,12 +86,23 @@ def _shutdown(core: ServerCore, peer: Peer, req: m.Request) -> Message:
     return m.Ack(req.request_id)
 
 
+def _endpoint_owner(peer: Peer, what: str) -> None:
+    """Only a process connection (a worker, a script's endpoints) may have data-plane endpoints: an
+    observer or a session that could register a publisher could feed any topic, a unit's
+    INPUT_SETTINGS included, past update_setting's validation."""
+    if peer.role is not m.Role.PROCESS:
+        raise PermissionDenied(f"a {peer.role.value} connection cannot register a {what}: only a process "
+                               "connection has data-plane endpoints", {"role": peer.role.value})
+
+
 def _register_publisher(core: ServerCore, peer: Peer, req: ep.RegisterPublisher) -> Message:
+    _endpoint_owner(peer, "publisher")
     core.register_publisher(peer.peer_id, req.info)
     return m.Ack(req.request_id)
 
 
 def _register_subscriber(core: ServerCore, peer: Peer, req: ep.RegisterSubscriber) -> Message:
+    _endpoint_owner(peer, "subscriber")
     core.register_subscriber(peer.peer_id, req.info)
     return m.Ack(req.request_id)
 

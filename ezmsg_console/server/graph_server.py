@@ -11,6 +11,7 @@ import errno
 import logging
 import socket
 import threading
+import secrets
 import uuid
 from typing import Any
 
@@ -67,6 +68,8 @@ class GraphServer:
         self._requested_token = token
         self.token: str | None = None
         self.server_id = uuid.uuid4().hex
+        self.data_secret = secrets.token_hex(32)
+        """Given to process connections (Welcome.data_secret) to authenticate their data links."""
         self.max_frame_size = max_frame_size
         self.max_message_size = max_message_size
         self.history_limit = history_limit

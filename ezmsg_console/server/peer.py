@@ -232,8 +232,9 @@ class Peer:
         self.role, self.name = hello.role, hello.name
         server.core.peer_joined(self.peer_id, self.name, self.role, self.peer_address)
         self.joined = True
+        secret = server.data_secret if self.role is m.Role.PROCESS else None  # processes only
         self.queue_control(m.Welcome(m.PROTOCOL_VERSION, server.core.server_id, server.core.epoch,
-                                     self.peer_id, self.role, server.max_frame_size, proof))
+                                     self.peer_id, self.role, server.max_frame_size, proof, secret))
         return True
 
     async def _read_loop(self) -> None:

@@ -315,10 +315,12 @@ async def test_first_message_in_the_same_read_as_the_link_reply(make_host):
     try:
         ring.buf[:4] = b"\x01\x02\x03\x04"
         link = SubscriberLink({"pub_id": "p", "sub_id": "s", "shm": True},
-                              lambda _l, kind, slot, msg_id, ns, body: seen.append(bytes(body)))
+                              lambda _l, kind, slot, msg_id, ns, body: seen.append(bytes(body)),
+                              lambda nonce: "proof")
         link.connection_made(Transport())
-        link.data_received(hello_frame({"ok": True, "shm_name": ring.name, "buf_size": 4096})
-                           + MSG.pack(KIND_SHM, 0, 1, 0, 4))
+        link.data_received(hello_frame({"nonce": "n"}) + hello_frame({"ok": True, "shm_name": ring.name,
+                                                                       "buf_size": 4096})
+                           + MSG.pack(KIND_SHM, 0, 1, 0, 4))  # challenge, reply and a message in one read
         assert (await asyncio.wait_for(link.ready, TIMEOUT))["ok"]
         assert seen == [b"\x01\x02\x03\x04"]
         link.release_ring()
