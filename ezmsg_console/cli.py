@@ -18,7 +18,7 @@ from . import __version__
 from .client.source import EZMSG_ADDRESS_ENV, EZMSG_DEFAULT_PORT, Backend
 from .protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
 from .protocol.errors import ConfigurationError, ConsoleError, ServerUnreachable
-from .protocol.framing import MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_PENDING_BYTES
+from .protocol.framing import FRAME_TIMEOUT_S, MAX_CONNECTIONS, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_PENDING_BYTES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -75,6 +75,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-message-size", metavar="BYTES", type=int, default=MAX_MESSAGE_SIZE,
                        help=f"largest message, once its chunks are joined, in either direction (default "
                        f"{MAX_MESSAGE_SIZE}: a snapshot of a graph with tens of thousands of components)")
+    serve.add_argument("--max-connections", metavar="N", type=int, default=MAX_CONNECTIONS,
+                       help=f"peers served at once; more are refused with TOO_MANY_CONNECTIONS (default "
+                       f"{MAX_CONNECTIONS})")
+    serve.add_argument("--frame-timeout", metavar="SECONDS", type=positive_seconds, default=FRAME_TIMEOUT_S,
+                       help=f"a frame (or chunked message) must be whole this long after its first byte, or "
+                       f"its peer is closed (default {FRAME_TIMEOUT_S:g})")
     serve.add_argument("--max-pending-bytes", metavar="BYTES", type=int, default=MAX_PENDING_BYTES,
                        help=f"bytes of replies queued for one client above which it is closed as a slow "
                        f"consumer (default {MAX_PENDING_BYTES}; one message is always delivered whole)")
@@ -108,7 +114,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from .server import GraphServer
 
     server = GraphServer(args.address, token=args.token, max_frame_size=args.max_frame_size,
-                         max_message_size=args.max_message_size, max_pending_bytes=args.max_pending_bytes)
+                         max_message_size=args.max_message_size, max_pending_bytes=args.max_pending_bytes,
+                         max_connections=args.max_connections, frame_timeout=args.frame_timeout)
     address = await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -25,7 +25,7 @@ from typing import Any, Callable, TypeVar
 from ..protocol import messages as m
 from ..protocol import wire
 from ..protocol.address import Address, resolve_address, resolve_token
-from ..protocol.errors import ConnectionClosed, ConsoleError, DecodeError, ServerUnreachable
+from ..protocol.errors import ConnectionClosed, ConsoleError, DecodeError, InvalidValue, ServerUnreachable
 from ..protocol.graph import GraphMetadata, GraphSnapshot
 from ..protocol.process import ErrorCode, Operation, ProcessControlResponse, ProcessRequest
 from ..protocol.profiling import (
@@ -401,6 +401,7 @@ class GraphContext:
         expected), Conflict (``expected_seq`` is stale), InvalidRequest, or
         ProcessUnavailable; nothing changes when it raises.
         """
+        _check_sendable(field_path, value)
         return await self._checked(component_address, Operation.UPDATE_SETTING_FIELD.value,
                                    {"field_path": field_path, "value": value}, timeout=timeout,
                                    expected_seq=expected_seq)
@@ -410,6 +411,26 @@ class GraphContext:
         delivered through the unit's INPUT_SETTINGS stream."""
         return await self._checked(component_address, Operation.UPDATE_SETTINGS.value, {"value": to_plain(value)},
                                    timeout=timeout)
+
+
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _check_sendable(field_path: str, value: Any, depth: int = 0) -> None:
+    """InvalidValue, naming the field, for a value the wire cannot carry (an integer outside 64 bits),
+    instead of an encoding error that names nothing."""
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:37]}..."
+        path = field_path if isinstance(field_path, str) and field_path.isprintable() and len(field_path) <= 256 \
+            else repr(field_path)[:80]
+        raise InvalidValue(f"{path}: {shown} does not fit in 64 bits (integers travel between -2**63 and "
+                           "2**64-1)", {"field_path": path, "got": shown, "reason": "int_range"})
+    if depth < 32 and isinstance(value, (list, tuple)):
+        for item in value:
+            _check_sendable(field_path, item, depth + 1)
+    elif depth < 32 and isinstance(value, dict):
+        for item in value.values():
+            _check_sendable(field_path, item, depth + 1)
 
 
 def _decode_payload(tp: type[T], response: ProcessControlResponse, unit_address: str, operation: str) -> T:

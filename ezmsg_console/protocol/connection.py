@@ -141,6 +141,11 @@ class ProtocolConnection:
     def is_open(self) -> bool:
         return self.state is State.OPEN
 
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes received that do not make a whole message yet (a partial frame, chunks so far)."""
+        return self._decoder.buffered + self._partial_bytes
+
     def _next_state(self, direction: Direction, msg: Message) -> State:
         """Where ``msg`` moves the connection; raises if the move is illegal."""
         if isinstance(msg, ErrorReply) and (direction is _TX or self.state is not State.CLOSED):

@@ -215,6 +215,18 @@ class SlowConsumer(ServerError):
     code = "SLOW_CONSUMER"
 
 
+class TooManyConnections(ServerError):
+    """The GraphServer is at its connection cap (``serve --max-connections``)."""
+
+    code = "TOO_MANY_CONNECTIONS"
+
+
+class AuthRateLimited(AuthError):
+    """Too many failed handshakes from this address lately: try again later."""
+
+    code = "AUTH_RATE_LIMITED"
+
+
 def _all_subclasses(cls: type[ConsoleError]) -> list[type[ConsoleError]]:
     found: list[type[ConsoleError]] = [cls]
     for sub in cls.__subclasses__():

@@ -21,6 +21,11 @@ HANDSHAKE_MAX_FRAME_SIZE = 4 * 1024
 ABSOLUTE_MAX_FRAME_SIZE = 2**32 - 1
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 """Default largest message after joining its chunks (see ``connection``; configurable on the server)."""
+MAX_CONNECTIONS = 1024
+"""Default peers a GraphServer serves at once; one more is refused with TOO_MANY_CONNECTIONS."""
+FRAME_TIMEOUT_S = 30.0
+"""Default seconds a peer may take to finish a frame (or a chunked message) after its first byte:
+then it is closed and what it had sent is freed (a peer cannot pin a 15 MiB partial frame forever)."""
 MAX_PENDING_BYTES = 8 * 1024 * 1024
 """Default bytes of replies a GraphServer queues for one peer before closing it as a slow consumer
 (what was pending before a message decides: one message is always delivered whole)."""

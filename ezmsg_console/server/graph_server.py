@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import secrets
 import socket
 import threading
-import secrets
 import uuid
 from typing import Any
 
 from ..net import is_loopback_host
 from ..protocol.address import Address, resolve_address, resolve_token
-from ..protocol.errors import ConfigurationError, ConsoleError
+from ..protocol import messages as m
+from ..protocol.connection import ProtocolConnection, Side
+from ..protocol.errors import ConfigurationError, ConsoleError, TooManyConnections
 from ..protocol.framing import ABSOLUTE_MAX_FRAME_SIZE, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_PENDING_BYTES
 from ..protocol.wire import Message
 from .core import ServerCore
+from .limits import FRAME_TIMEOUT_S, LISTEN_BACKLOG, MAX_CONNECTIONS, AuthFailures
 from .peer import Peer
 from .profiling_hub import DEFAULT_LIMIT
 
@@ -52,6 +55,8 @@ class GraphServer:
         handshake_timeout: float = 2.0,
         allow_remote_shutdown: bool = False,
         profiling_limit: int = DEFAULT_LIMIT,
+        max_connections: int = MAX_CONNECTIONS,
+        frame_timeout: float = FRAME_TIMEOUT_S,
     ) -> None:
         if not 4096 <= max_frame_size <= ABSOLUTE_MAX_FRAME_SIZE:
             raise ConfigurationError(f"max_frame_size must be between 4096 and {ABSOLUTE_MAX_FRAME_SIZE}")
@@ -60,6 +65,8 @@ class GraphServer:
                                      f"({max_frame_size})")
         if max_pending_bytes < 1:
             raise ConfigurationError("max_pending_bytes must be >= 1")
+        if max_connections < 1 or not frame_timeout > 0:
+            raise ConfigurationError("max_connections must be >= 1 and frame_timeout > 0")
         if history_limit < 1 or stream_queue_events < 2:
             raise ConfigurationError("history_limit must be >= 1 and stream_queue_events >= 2")
         if profiling_limit < 1:
@@ -80,6 +87,10 @@ class GraphServer:
         self.handshake_timeout = handshake_timeout
         self.allow_remote_shutdown = allow_remote_shutdown
         self.profiling_limit = profiling_limit
+        self.max_connections = max_connections
+        self.frame_timeout = frame_timeout
+        """Seconds a peer may leave a frame (or a chunked message) unfinished before it is closed."""
+        self.auth_failures = AuthFailures()
         self.address: Address | None = None
         self.core = ServerCore(server_id=self.server_id, send_to_peer=self._send_to_peer)
         self._server: asyncio.base_events.Server | None = None
@@ -113,7 +124,8 @@ class GraphServer:
             max_event_bytes=min(self.stream_queue_bytes, self.max_frame_size) // 2,
         )
         try:
-            self._server = await asyncio.start_server(self._on_client, addr.host, addr.port, reuse_address=True)
+            self._server = await asyncio.start_server(self._on_client, addr.host, addr.port, reuse_address=True,
+                                                      backlog=min(self.max_connections, LISTEN_BACKLOG))
         except OSError as exc:
             raise _bind_error(addr, exc) from None
         port = self._server.sockets[0].getsockname()[1]
@@ -175,6 +187,11 @@ class GraphServer:
         await self.close()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._peers) >= self.max_connections:
+            await self._refuse(writer, TooManyConnections(
+                f"the GraphServer is at its limit of {self.max_connections} connections (serve "
+                "--max-connections); try again later", {"max_connections": self.max_connections}))
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -190,6 +207,18 @@ class GraphServer:
         finally:
             self._peers.pop(peer, None)
             self._peers_by_id.pop(peer.peer_id, None)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, err: ConsoleError) -> None:
+        """Tell a connection why it is refused (an ErrorReply frame, as in a handshake) and close it."""
+        log.warning("refused a connection from %s: %s", writer.get_extra_info("peername"), err.message)
+        try:
+            writer.write(ProtocolConnection(Side.SERVER).send(
+                m.ErrorReply(None, err.code, err.message, dict(err.details))))
+            await asyncio.wait_for(writer.drain(), self.write_deadline)
+        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
 
     def _send_to_peer(self, peer_id: str, msg: Message) -> bool:
         """Queue an unsolicited message (a routes update, a routed request) to one peer."""

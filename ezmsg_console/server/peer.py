@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import struct
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from ..protocol import messages as m
 from ..protocol.connection import MalformedRequest, ProtocolConnection, Side
 from ..protocol.errors import (
     AuthError,
+    AuthRateLimited,
     AuthRequired,
     ConsoleError,
     InvalidRequest,
@@ -41,6 +44,14 @@ if TYPE_CHECKING:
     from .graph_server import GraphServer
 
 log = logging.getLogger(__name__)
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ  # bytes in a socket's send queue (SIOCOUTQ)
+else:  # pragma: no cover - elsewhere progress is read from the transport's buffer alone
+    _OUTQ = None
 
 READ_CHUNK = 256 * 1024
 PUSH_BATCH = 64  # push frames taken per subscription per writer pass
@@ -74,6 +85,7 @@ class Peer:
         self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # requests answered later (routed requests)
+        self._frame_deadline: float | None = None  # loop time by which the unfinished frame must be whole
 
     @property
     def may_shutdown(self) -> bool:
@@ -129,7 +141,7 @@ class Peer:
                 self._wake.clear()
                 while frames := self._take_frames():
                     self.writer.writelines(frames)
-                    await asyncio.wait_for(self.writer.drain(), self.server.write_deadline)
+                    await self._drain()
                 if self._closing:
                     return
         except (TimeoutError, asyncio.TimeoutError):
@@ -139,6 +151,35 @@ class Peer:
         finally:
             if not self.writer.transport.is_closing():
                 self.writer.close()
+
+    async def _drain(self) -> None:
+        """Wait until the socket takes what was written; TimeoutError only if a whole
+        ``write_deadline`` passes without it taking anything. A reader that is slow but keeps
+        reading is not closed: meanwhile its push streams overflow into gap markers."""
+        left = self._unsent()
+        while True:
+            try:
+                await asyncio.wait_for(self.writer.drain(), self.server.write_deadline)
+                return
+            except (TimeoutError, asyncio.TimeoutError):
+                now = self._unsent()
+                if now >= left:
+                    raise
+                left = now  # it took some: keep waiting
+
+    def _unsent(self) -> int:
+        """Bytes written but not yet taken by the peer: the transport's buffer plus, on Linux, the
+        kernel's send queue (the transport's buffer alone moves only in big steps, when the socket
+        turns writable again)."""
+        transport = self.writer.transport
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _OUTQ is not None:
+            try:
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                pass
+        return queued
 
     def _abort_slow(self, why: str) -> None:
         log.warning("closing slow consumer %s (%s): %s", self.peer_address, self.name, why)
@@ -180,9 +221,24 @@ class Peer:
                 self.writer.transport.abort()
 
     async def _read_messages(self) -> list[Message]:
-        """The next non-empty batch of complete messages."""
+        """The next non-empty batch of complete messages. While a frame (or a chunked message) is
+        unfinished, the rest must come within the server's ``frame_timeout``."""
+        loop = asyncio.get_running_loop()
         while True:
-            data = await self.reader.read(READ_CHUNK)
+            if self.conn.unfinished_bytes:  # the whole frame must arrive within frame_timeout of its start
+                if self._frame_deadline is None:
+                    self._frame_deadline = loop.time() + self.server.frame_timeout
+                try:
+                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK),
+                                                  max(0.0, self._frame_deadline - loop.time()))
+                except (TimeoutError, asyncio.TimeoutError):
+                    raise RequestTimeout(
+                        f"a frame was still unfinished ({self.conn.unfinished_bytes} bytes) "
+                        f"{self.server.frame_timeout:g} s after it began",
+                        {"unfinished_bytes": self.conn.unfinished_bytes}) from None
+            else:
+                self._frame_deadline = None
+                data = await self.reader.read(READ_CHUNK)
             if not data:
                 raise ConnectionResetError("peer closed")
             msgs = self.conn.receive_data(data)
@@ -191,6 +247,12 @@ class Peer:
 
     async def _handshake(self) -> bool:
         server = self.server
+        wait = server.auth_failures.retry_after(self.peer_host) if server.token is not None else 0.0
+        if wait > 0:
+            log.warning("refused %s: too many failed handshakes from %s", self.peer_address, self.peer_host)
+            self.close(AuthRateLimited(f"too many failed authentication attempts from {self.peer_host}; "
+                                       f"try again in {wait:.0f} s", {"retry_after_s": round(wait, 1)}))
+            return False
         nonce = auth.new_nonce()
         self.queue_control(m.ServerHello(m.PROTOCOL_VERSION, server.core.server_id, server.core.epoch,
                                          nonce, server.token is not None))
@@ -220,6 +282,7 @@ class Peer:
         if server.token is not None:
             expected = auth.client_proof(server.token, nonce, hello.client_nonce, hello.role.value, hello.name)
             if not auth.proofs_match(expected, hello.auth):
+                server.auth_failures.failed(self.peer_host)
                 log.warning("authentication failed for %s (%s)", self.peer_address, hello.name)
                 self.close(AuthError("authentication failed: wrong or missing token"))
                 return False
@@ -241,8 +304,8 @@ class Peer:
         while not self._closing:
             try:
                 msgs = await self._read_messages()
-            except ProtocolError as exc:
-                log.info("protocol error from %s: %s", self.peer_address, exc)
+            except (ProtocolError, RequestTimeout) as exc:
+                log.info("closing %s: %s", self.peer_address, exc)
                 self.close(exc)
                 return
             except (ConnectionError, OSError):

@@ -188,6 +188,33 @@ def _invalid(path: str, expected: str, value: Any, reason: str, *, message: str 
 # --------------------------------------------------------------------------- patching
 
 
+MAX_FIELD_PATH = 256
+"""Longest field path accepted (characters); a longer one is refused before it is looked up."""
+MAX_FIELD_DEPTH = 32
+
+
+def check_field_path(field_path: Any) -> str:
+    """``field_path`` if it is a usable dotted path; InvalidRequest otherwise, echoing it escaped and
+    shortened (a path is shown in consoles and logs: it must not carry terminal control codes)."""
+    if not isinstance(field_path, str):
+        raise InvalidRequest(f"invalid field path {_show(field_path)}: expected a string of dotted names like "
+                             "'a.b'", {"field_path": _show(field_path)})
+    why = ""
+    if not field_path or "" in field_path.split("."):
+        why = "expected dotted names like 'a.b'"
+    elif len(field_path) > MAX_FIELD_PATH:
+        why = f"{len(field_path)} characters, more than {MAX_FIELD_PATH}"
+    elif field_path.count(".") >= MAX_FIELD_DEPTH:
+        why = f"more than {MAX_FIELD_DEPTH} levels"
+    elif not field_path.isprintable():
+        why = "control characters are not allowed in a field name"
+    if why:
+        safe = field_path.isprintable() and len(field_path) <= MAX_FIELD_PATH
+        raise InvalidRequest(f"invalid field path {_show(field_path)}: {why}",
+                             {"field_path": field_path if safe else _show(field_path)})
+    return field_path
+
+
 def patch_settings(current: Any, field_path: str, value: Any,
                    schema: SettingsSchemaMetadata | None = None) -> Any:
     """A new settings object equal to ``current`` with the field at ``field_path`` set to ``value``.
@@ -197,9 +224,7 @@ def patch_settings(current: Any, field_path: str, value: Any,
     segment names nothing, and InvalidValue when the value does not fit its field
     or the rebuilt dataclass rejects it in ``__post_init__``.
     """
-    if not isinstance(field_path, str) or not field_path or "" in field_path.split("."):
-        raise InvalidRequest(f"invalid field path {field_path!r}: expected dotted names like 'a.b'",
-                             {"field_path": field_path if isinstance(field_path, str) else repr(field_path)})
+    check_field_path(field_path)
     if schema is None and dataclasses.is_dataclass(current) and not isinstance(current, type):
         schema = build_schema(current)
     return _Patch(field_path, field_path.split("."), value, schema).apply(current, Any, 0)

@@ -408,6 +408,40 @@ async def test_invalid_edit_is_rejected_and_changes_nothing(rig: RigHandle, path
     await assert_nothing_changed_and_unit_alive(ctx, before, seq_before)
 
 
+EDGE_PATHS = [
+    pytest.param("g" * 100_000, "100000 characters", id="100-kB-path"),
+    pytest.param("gain\x1b[2J", "control characters", id="terminal-escape-in-path"),
+    pytest.param("gain\nSPOOFED LOG LINE", "control characters", id="newline-in-path"),
+    pytest.param(".".join(["a"] * 40), "more than 32 levels", id="deep-path"),
+]
+
+
+@pytest.mark.parametrize(("path", "why"), EDGE_PATHS)
+async def test_edge_case_paths_are_refused_escaped_and_short(rig: RigHandle, path: str, why: str) -> None:
+    """The refusal names the path escaped (no raw control codes reach a terminal or a log) and
+    shortened (a 100 kB path is not echoed back whole)."""
+    ctx = rig.ctx
+    before = await state_of(ctx, TUNE)
+    seq_before = await last_seq(ctx)
+    with pytest.raises(InvalidRequest) as info:
+        await ctx.update_setting(TUNE, path, 1.0)
+    message = str(info.value)
+    assert why in message and message.isprintable() and len(message) < 400, message
+    assert repr(path)[:40] in message  # the path, as Python would escape it
+    await assert_nothing_changed_and_unit_alive(ctx, before, seq_before)
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, [1.0, 2**70]], ids=["2**64", "below-int64", "in-a-list"])
+async def test_integers_beyond_64_bits_are_refused_naming_the_field(rig: RigHandle, value: Any) -> None:
+    ctx = rig.ctx
+    before = await state_of(ctx, TUNE)
+    seq_before = await last_seq(ctx)
+    with pytest.raises(InvalidValue, match=r"^gain: .* does not fit in 64 bits") as info:
+        await ctx.update_setting(TUNE, "gain", value)
+    assert info.value.details["field_path"] == "gain" and info.value.details["reason"] == "int_range"
+    await assert_nothing_changed_and_unit_alive(ctx, before, seq_before)
+
+
 @pytest.mark.parametrize("payload", BAD_PAYLOADS)
 async def test_malformed_edit_payload_is_invalid_request(rig: RigHandle, payload: Any) -> None:
     ctx = rig.ctx

@@ -15,7 +15,7 @@ from ezmsg_console.protocol import messages as m
 from ezmsg_console.protocol.errors import AuthError, AuthRequired, ConfigurationError, ProtocolError, VersionMismatch
 from ezmsg_console.server import GraphServer
 
-from ..conftest import TIMEOUT
+from ..conftest import TIMEOUT, eventually
 
 TOKEN = "correct horse battery staple"
 
@@ -187,3 +187,19 @@ async def test_a_worker_holding_a_token_keeps_retrying_and_never_joins_an_impost
         stop.set()
         assert await asyncio.wait_for(retry, TIMEOUT) is None
         assert impostor.connections >= 3 and impostor.hellos == 0
+
+
+async def test_online_token_guessing_is_rate_limited(make_server, make_ctx):
+    from ezmsg_console.protocol.errors import AuthRateLimited
+    from ezmsg_console.server.limits import AuthFailures
+
+    server = await make_server(token=TOKEN)
+    server.auth_failures = AuthFailures(limit=5, window_s=0.5)
+    for guess in range(5):
+        with pytest.raises(AuthError, match="authentication failed"):
+            await make_ctx(server.address, token=f"guess-{guess}")
+    with pytest.raises(AuthRateLimited, match="too many failed authentication attempts") as info:
+        await make_ctx(server.address, token=TOKEN)  # even the right token waits out the window
+    assert 0 < info.value.details["retry_after_s"] <= 0.5
+    await eventually(lambda: server.auth_failures.retry_after("127.0.0.1") == 0, what="the window passing")
+    assert await (await make_ctx(server.address, token=TOKEN)).ping() >= 0

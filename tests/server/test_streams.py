@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 
 import pytest
 
@@ -119,3 +120,32 @@ async def test_unsubscribe_ends_the_stream(server, make_ctx):
     await sub.close()
     await ctx.connect("a", "b")
     assert await sub.next(TIMEOUT) is None
+
+
+async def test_a_slow_but_progressing_reader_gets_gap_markers_not_a_close(make_server, make_ctx, raw_peer):
+    """The write deadline counts time without progress: a reader that keeps reading, only slower
+    than events come, stays connected; what it cannot keep up with becomes gap markers."""
+    server = await make_server(stream_queue_events=64, write_deadline=0.3)
+    writer = await make_ctx(server.address)
+    raw = await raw_peer(server.address, rcvbuf=16 * 1024)
+    assert isinstance(await raw.handshake(role=m.Role.OBSERVER), m.Welcome)
+    raw.send(m.Subscribe(1, m.StreamKind.TOPOLOGY, -1))
+    assert isinstance(await raw.recv(), m.Subscribed)
+    items: list = []
+
+    async def read_slowly() -> None:
+        while not expand(items) or expand(items)[-1] < 300:
+            data = await asyncio.wait_for(raw.reader.read(64 * 1024), TIMEOUT)
+            assert data, "closed by the server"
+            for msg in raw.conn.receive_data(data):
+                assert isinstance(msg, (m.StreamEvent, m.StreamGap))
+                items.append(msg if isinstance(msg, m.StreamGap) else msg.event)
+            await asyncio.sleep(0.03)  # ~0.5 MB/s: a batch of 64 events (1.3 MB) takes ~2.5 s; the deadline is 0.3 s
+
+    reader = asyncio.ensure_future(read_slowly())
+    for i in range(300):  # ~6 MB of events, more than the kernel's buffers hold
+        await writer.connect("src", f"T/{'z' * 20000}/{i}")
+    await asyncio.wait_for(reader, 6 * TIMEOUT)
+    assert any(isinstance(i, m.StreamGap) and i.reason == "overflow" for i in items)
+    assert expand(items) == list(range(1, 301))
+    assert await writer.ping() >= 0

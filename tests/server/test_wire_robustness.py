@@ -6,12 +6,13 @@ import asyncio
 import struct
 
 import msgpack
+import pytest
 
 from ezmsg_console.client import GraphContext
 from ezmsg_console.protocol import messages as m
 from ezmsg_console.protocol.framing import encode_frame
 
-from ..conftest import TIMEOUT
+from ..conftest import TIMEOUT, eventually
 
 
 async def test_garbage_bytes_get_an_error_and_a_close(server, make_ctx, raw_peer):
@@ -205,3 +206,60 @@ async def test_a_big_frame_that_is_not_a_message_is_refused_without_decoding(ser
     assert isinstance(reply, m.ErrorReply) and reply.code == "DECODE_ERROR"
     assert "first key is 'kind'" in reply.message
     assert await raw.closed_by_server()
+
+
+# -- connection limits, unfinished frames ----------------------------------------------------
+
+
+async def test_a_connection_over_the_cap_is_refused_with_a_clear_error(make_server, make_ctx):
+    from ezmsg_console.protocol.errors import TooManyConnections
+
+    server = await make_server(max_connections=3)
+    first = await make_ctx(server.address)
+    await make_ctx(server.address)
+    await make_ctx(server.address)
+    with pytest.raises(TooManyConnections, match="limit of 3 connections") as info:
+        await make_ctx(server.address)
+    assert info.value.details["max_connections"] == 3
+    await first.close()
+    await eventually(lambda: server.peer_count < 3, what="the closed peer gone")
+    assert await (await make_ctx(server.address)).ping() >= 0  # room again
+
+
+async def test_a_burst_of_connections_is_all_served(server, make_ctx):
+    """Workers starting together: 200 handshakes at once, none refused by a short listen backlog."""
+    contexts = await asyncio.wait_for(asyncio.gather(*(make_ctx(server.address) for _ in range(200))), 3 * TIMEOUT)
+    assert len(contexts) == 200 and server.peer_count >= 200
+
+
+async def test_peers_holding_unfinished_frames_are_closed_after_the_frame_timeout(make_server, make_ctx, raw_peer):
+    """8 peers each send most of a 15 MiB frame and stop: each is closed (and what it sent freed)
+    frame_timeout after its frame began, instead of pinning ~120 MiB forever."""
+    server = await make_server(frame_timeout=0.5)
+    bystander = await make_ctx(server.address)
+    peers = []
+    for _ in range(8):
+        raw = await raw_peer(server.address)
+        assert isinstance(await raw.handshake(), m.Welcome)
+        raw.send_raw(struct.pack(">I", 15 * 1024 * 1024) + b"\x81" + b"x" * (1 << 20))  # 1 MiB of 15, then silence
+        peers.append(raw)
+    for raw in peers:
+        reply = await raw.recv()
+        assert isinstance(reply, m.ErrorReply) and reply.code == "TIMEOUT", reply
+        assert "still unfinished" in reply.message and reply.details["unfinished_bytes"] >= 1 << 20
+        assert await raw.closed_by_server()
+    assert await bystander.ping() >= 0
+
+
+async def test_a_peer_that_trickles_a_frame_is_closed_too(make_server, raw_peer):
+    """The deadline counts from the frame's first byte: a byte now and then does not extend it."""
+    server = await make_server(frame_timeout=0.5)
+    raw = await raw_peer(server.address)
+    assert isinstance(await raw.handshake(), m.Welcome)
+    raw.send_raw(struct.pack(">I", 1000))
+    closed = asyncio.ensure_future(raw.recv(timeout=TIMEOUT))
+    while not closed.done():
+        raw.send_raw(b"\x00")  # one byte every 50 ms: progress, but never a whole frame
+        await asyncio.sleep(0.05)
+    reply = closed.result()
+    assert isinstance(reply, m.ErrorReply) and reply.code == "TIMEOUT"
