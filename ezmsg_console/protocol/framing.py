@@ -42,6 +42,11 @@ def encode_frame(body: bytes, max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
     return HEADER.pack(size) + body
 
 
+_HAND_OVER = 64 * 1024
+"""A whole-buffer frame at least this long is returned as the decoder's own bytearray (no copy of
+16 MiB of a big frame); smaller ones as bytes."""
+
+
 class FrameDecoder:
     """Turns a byte stream into frame bodies.
 
@@ -101,9 +106,13 @@ class FrameDecoder:
                 raise self._failed
             del buf[:HEADER_SIZE]
             self._need = size
-        if len(buf) < self._need:
+        need = self._need
+        if len(buf) < need:
             return None
-        body = bytes(buf[: self._need])
-        del buf[: self._need]
         self._need = None
+        if len(buf) == need:  # the frame is all that is buffered (as a big one is): hand it over, no copy
+            self._buffer = bytearray()
+            return bytes(buf) if need < _HAND_OVER else buf  # type: ignore[return-value]  # bytes-like
+        body = bytes(memoryview(buf)[:need])  # one copy (a slice of a bytearray would be two)
+        del buf[:need]
         return body
