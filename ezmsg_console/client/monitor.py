@@ -30,7 +30,7 @@ import dataclasses
 import enum
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..protocol import messages as m
 from ..protocol.errors import ConnectionClosed, ConsoleError, PermissionDenied, ServerUnreachable
@@ -113,6 +113,15 @@ class MonitorState:
         return time.monotonic() - self.down_since if self.down_since is not None else 0.0
 
 
+class Undone(NamedTuple):
+    """What an undo restored, and the seq of the change it made (the console's own)."""
+
+    component: str
+    field_path: str
+    value: Any
+    seq: int | None
+
+
 class GraphMonitor:
     def __init__(self, address: Any, *, token: str | None = None, name: str = "ezmsg-console",
                  profiling_interval: float = 1.0, read_only: bool = False, timeout: float = 5.0,
@@ -130,6 +139,7 @@ class GraphMonitor:
         self.state = MonitorState(address=str(address))
         self.ctx: GraphSource | None = None
         self.undo_stack: list[tuple[str, str, Any]] = []  # (component, field path, value before)
+        self._own_last_seq: dict[str, int] = {}  # component -> seq of this console's last change to it
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._refresh_topology = asyncio.Event()
@@ -479,16 +489,23 @@ class GraphMonitor:
         ctx = self._mutable()
         before = self.state.settings.get(component)
         reply = await ctx.update_setting(component, field_path, value, expected_seq=expected_seq)
+        seq = reply.get("seq") if isinstance(reply, dict) else None
+        if isinstance(seq, int):
+            self._own_last_seq[component] = seq
         if record_undo and before is not None:
             self.undo_stack.append((component, field_path, at_path(before.value.structured_value, field_path)))
         return reply
 
-    async def undo(self) -> tuple[str, str, Any] | None:
-        """Revert the last edit made from this console; returns what was restored (None if nothing)."""
+    async def undo(self) -> Undone | None:
+        """Revert the last edit made from this console (None if there is none). Like every edit it
+        carries the seq it expects, that of this console's own last change to the component, so if
+        anyone changed the component since, it is refused (Conflict) instead of overwriting them."""
         if not self.undo_stack:
             return None
         component, path, value = self.undo_stack[-1]
-        await self.update_setting(component, path, value, record_undo=False)
+        expected = self._own_last_seq.get(component)
+        reply = await self.update_setting(component, path, value, expected_seq=expected, record_undo=False)
         self.undo_stack.pop()
-        return component, path, value
+        seq = reply.get("seq") if isinstance(reply, dict) else None
+        return Undone(component, path, value, seq if isinstance(seq, int) else None)
 

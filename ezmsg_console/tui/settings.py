@@ -297,7 +297,10 @@ class SettingsPane(Pane):
         else:
             if restored is not None:
                 self.errors.pop((component, path), None)
-                self._say(f"↶ {component} {path} = {sr.value_text(restored[2], None)} (undone)", "bold green")
+                if restored.seq is not None:
+                    self.mine.add(restored.seq)  # the undo is this console's change too: "you"
+                self._say(f"↶ {component} {path} = {sr.value_text(restored.value, None)} (undone, seq "
+                          f"{restored.seq})", "bold green")
         self._draw_component()
 
     def action_diff(self) -> None:

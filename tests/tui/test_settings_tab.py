@@ -176,3 +176,45 @@ async def test_read_only_console_refuses_edits(console: Any) -> None:
         await pilot.press("u")
         assert "read-only" in str(pane.query_one("#settings-status").render())
         assert _seq(app) == seq and not app.monitor.undo_stack
+
+
+async def test_undo_never_overwrites_another_operators_change_and_is_labelled_you(console: Any, demo: Any) -> None:
+    """u carries the seq of this console's own last change, like every edit: after a CLI user's
+    change it is refused with the conflict display; an undo that goes through is "you" in history."""
+    from ezmsg_console.client import GraphContext
+
+    from ..conftest import TIMEOUT
+
+    async with console() as (app, pilot):
+        pane = await _open_field(app, pilot, FILTER, "cutoff_hz")
+        before = _cutoff(app)
+
+        async def edit_by_keyboard(value: float) -> None:
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the editor")
+            await _type(pilot, str(value))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: _cutoff(app) == value, f"cutoff {value} in the unit")
+
+        mine = _new_cutoff(app)
+        await edit_by_keyboard(mine)
+        theirs = next(v for v in (44.0, 46.5, 48.0) if v not in (mine, before))
+        async with GraphContext(demo.address, timeout=TIMEOUT, name="cli-user") as other:
+            await other.update_setting(FILTER, "cutoff_hz", theirs)
+        await wait_until(pilot, lambda: _cutoff(app) == theirs, "the other operator's change")
+        await pilot.press("u")
+        await wait_until(pilot, lambda: (FILTER, "cutoff_hz") in pane.errors, "the undo refused")
+        assert "CONFLICT" in pane.errors[(FILTER, "cutoff_hz")]
+        assert "refused: CONFLICT" in str(pane.query_one("#settings-status").render())  # as for an edit
+        assert _cutoff(app) == theirs  # their change stands
+
+        again = next(v for v in (41.0, 43.5, 45.5) if v not in (theirs, before))
+        await edit_by_keyboard(again)  # this console's change again: now the undo may go through
+        await pilot.press("u")
+        await wait_until(pilot, lambda: _cutoff(app) == theirs, "the undo of our own change")
+        undo_seq = _seq(app)
+        history = pane.table("history")
+        await wait_until(pilot, lambda: str(undo_seq) in history.shown_keys, "the undo in the history panel")
+        assert history.row_as_dict(str(undo_seq))["source"] == "you"
+        await app.monitor.update_setting(FILTER, "cutoff_hz", before, record_undo=False)  # put it back
+        await wait_until(pilot, lambda: _cutoff(app) == before, "the cutoff put back")
