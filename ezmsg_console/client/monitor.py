@@ -367,7 +367,7 @@ class GraphMonitor:
             result = await ctx.profiling_snapshot_all(timeout_per_process=min(1.0, interval))
             st = self.state
             st.profiling = result
-            st.profiling_time = time.time()
+            st.profiling_time = st.data_time = time.time()  # profiling is data too (the header's age)
             for snap in result.values():
                 if isinstance(snap, ProcessProfilingSnapshot) and snap.window_seconds > 0:
                     for p in snap.publishers:

@@ -130,6 +130,7 @@ async def test_the_monitor_keeps_a_live_view_of_an_ezmsg_graph(ezmsg_pipeline: A
         with pytest.raises(InvalidValue):
             await monitor.update_setting("DEMO/GEN", "channels", 0)
         assert st.settings["DEMO/GEN"].value.structured_value["channels"] == 4
-        assert await monitor.undo() == ("DEMO/GEN", "channels", 8)
+        undone = await monitor.undo()
+        assert undone is not None and undone[:3] == ("DEMO/GEN", "channels", 8)
     finally:
         await monitor.stop()
