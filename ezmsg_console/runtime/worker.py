@@ -166,10 +166,10 @@ class Worker:
         try:
             self.settings_ops = SettingsOps(self.control, self.host)
             self.settings_ops.expect([u.address for u in units])  # requests may come as soon as we claim them
+            self.profiling_ops = ProfilingOps(self.control, self.host)  # so may profiling polls (a console's)
             await self.control.register([u.address for u in units])
             await self.host.start()
             self.runners = [UnitRunner(u, self.host) for u in units]
-            self.profiling_ops = ProfilingOps(self.control, self.host)
             for runner in self.runners:
                 await runner.setup()
                 await self.settings_ops.add(runner)
