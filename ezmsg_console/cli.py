@@ -1,7 +1,7 @@
 """The ``ezmsg-console`` command.
 
-Errors become one line on stderr and a non-zero exit code, never a traceback:
-0 ok, 1 failed, 2 bad usage or server unreachable, 3 partial snapshot, 130 interrupted.
+Errors become one line on stderr and a non-zero exit code, never a traceback (the codes:
+:class:`.export.exitcodes.ExitCode`).
 """
 
 from __future__ import annotations
@@ -12,30 +12,36 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .client.source import EZMSG_ADDRESS_ENV, EZMSG_DEFAULT_PORT, Backend
+from .export.exitcodes import EPILOG, ExitCode
 from .protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
 from .protocol.errors import ConfigurationError, ConsoleError, ServerUnreachable
 from .protocol.framing import FRAME_TIMEOUT_S, MAX_CONNECTIONS, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, MAX_PENDING_BYTES
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 2
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE = ExitCode.OK, ExitCode.REFUSED, ExitCode.UNREACHABLE, ExitCode.USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors exiting 64 (EX_USAGE) like every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from .export.commands import ADDRESS_HELP, add_backend_arg, add_headless_commands, positive_seconds
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ezmsg-console",
         description="Operator console and control plane for live multi-process ezmsg-style pipelines.",
         epilog=f"Addresses default to ${ADDRESS_ENV} or {DEFAULT_HOST}:{DEFAULT_PORT} (ezmsg-console's "
         f"GraphServer), then ${EZMSG_ADDRESS_ENV} or {DEFAULT_HOST}:{EZMSG_DEFAULT_PORT} (an ezmsg 3.9 one); "
         f"tokens to ${TOKEN_ENV}. Attaching to an ezmsg GraphServer means trusting it: its wire format is "
-        "pickle without authentication.",
+        f"pickle without authentication. {EPILOG}",
     )
     parser.add_argument("--version", action="version", version=f"ezmsg-console {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -162,7 +168,7 @@ def _ezmsg_demo(args: argparse.Namespace) -> int:
     try:
         address = demo.start()
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     try:
         interactive = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
         if interactive:
@@ -289,6 +295,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ezmsg-console: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE

@@ -1,9 +1,10 @@
 """The headless subcommands: ``snapshot``, ``get``, ``set`` and ``watch`` (no terminal needed).
 
-Exit codes: 0 ok, 1 failed (unknown component, rejected value, bad output
-path), 2 bad usage or GraphServer unreachable (or gone), 3 partial snapshot
-(some process did not answer; the document is still written, with the
-failures listed under ``errors``). Errors are one line on stderr.
+Exit codes (:class:`.exitcodes.ExitCode`): 0 ok, 1 refused or failed (unknown
+component, rejected value, bad output path), 2 GraphServer unreachable (or
+gone), 3 partial snapshot (some process did not answer; the document is still
+written, with the failures listed under ``errors``), 64 usage error, 130
+interrupted. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from ..protocol.address import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_EN
 from ..protocol.errors import ConfigurationError, ConnectionClosed, ConsoleError, RequestTimeout, ServerUnreachable
 from . import formats
 from .document import SECTIONS
+from .exitcodes import EPILOG, ExitCode
 
-EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = (
+    ExitCode.OK, ExitCode.REFUSED, ExitCode.UNREACHABLE, ExitCode.USAGE, ExitCode.PARTIAL, ExitCode.INTERRUPTED)
 DEFAULT_TIMEOUT = 5.0
 SNAPSHOT_TIMEOUT = 15.0
 PROFILING_WINDOW = 0.5
@@ -110,8 +113,7 @@ def add_headless_commands(sub: Any) -> None:
         "(schema ezmsg-console.snapshot/1, keys sorted so two snapshots diff cleanly), or as CSV tables, "
         "or the topology as a Graphviz DOT or Mermaid graph.",
         epilog="CSV: with -o FOLDER, one file per table (edges, processes, settings, publishers, subscribers, "
-        "spans, errors); with -o FILE.csv or -o -, the single table named by --include. Exit codes: 0 ok, 2 server "
-        "unreachable, 3 partial (some process did not answer; the document lists it under 'errors').")
+        "spans, errors); with -o FILE.csv or -o -, the single table named by --include. " + EPILOG)
     _server_args(snap, f"overall deadline for connecting and, with --embed-demo, for the demo to start "
                  f"(default {SNAPSHOT_TIMEOUT:g}); each process gets min(2, TIMEOUT/4) s to answer")
     snap.add_argument("--format", choices=FORMATS, default="json", help="output format (default json)")

@@ -119,7 +119,7 @@ def test_the_search_order_finds_ezmsg_when_ours_does_not_answer(shared_pipeline:
                             text=True, timeout=3 * TIMEOUT, stdin=subprocess.DEVNULL, env=env)
     assert result.returncode == 0 and "window.length" in result.stdout, result.stderr
     forced = run_cli("get", "DEMO/FILTER", "--backend", "native", "--address", shared_pipeline.server.address)
-    assert forced.returncode == 2 and "is an ezmsg GraphServer, not native" in one_line_error(forced)
+    assert forced.returncode == 64 and "is an ezmsg GraphServer, not native" in one_line_error(forced)
 
 
 def test_snapshot_is_quick_enough_to_script(shared_pipeline: Any) -> None:
