@@ -34,6 +34,8 @@ class EmbeddedDemo:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self.failure: str | None = None
+        """Why the demo pipeline could not start or stopped failing (the console shows it)."""
 
     def start(self, with_pipeline: bool = True, timeout: float = START_TIMEOUT) -> Address:
         from ..server import GraphServer
@@ -87,8 +89,12 @@ class EmbeddedDemo:
         try:
             assert self.runner is not None
             self.result = loop.run_until_complete(self.runner.run())
+            if not self.result.ok and self.result.errors:
+                first = self.result.errors[0]
+                self.failure = f"{first.get('unit') or 'worker ' + str(first.get('group'))}: {first.get('error')}"
         except (ConsoleError, OSError) as exc:
             log.error("the embedded demo pipeline failed: %s", exc)
+            self.failure = str(exc)
         finally:
             loop.close()
 

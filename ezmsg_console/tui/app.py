@@ -175,6 +175,11 @@ class ConsoleApp(App[int]):
             if warning not in self._warned:  # said once per server, not every second
                 self._warned.add(warning)
                 self.notify(warning, title="Warning", severity="warning", timeout=15)
+        failure = getattr(self.embedded, "failure", None)
+        if failure and failure not in self._warned:  # e.g. --demo on a server where DEMO is taken
+            self._warned.add(failure)
+            self.header.alert = "DEMO NOT RUNNING"
+            self.notify(f"the demo pipeline could not run: {failure}", title="Demo", severity="error", timeout=30)
         if not self.paused:
             self._on_monitor_change("clock")
 

@@ -28,8 +28,8 @@ def _connection(state: MonitorState, detail: bool) -> Part:
     return "… connecting", "yellow"
 
 
-def _badges(state: MonitorState, paused: bool, read_only: bool) -> list[Part]:
-    badges = []
+def _badges(state: MonitorState, paused: bool, read_only: bool, alert: str) -> list[Part]:
+    badges = [(alert, "bold white on red")] if alert else []
     if state.stale and state.snapshot is not None:
         badges.append(("STALE", "bold black on yellow"))
     if paused:
@@ -40,9 +40,10 @@ def _badges(state: MonitorState, paused: bool, read_only: bool) -> list[Part]:
 
 
 def header_text(state: MonitorState, *, embedded: bool | str, paused: bool, read_only: bool,
-                profiling_interval: float, width: int | None = None) -> Text:
+                profiling_interval: float, width: int | None = None, alert: str = "") -> Text:
     """The header as styled text (pure: tested without Textual). ``embedded``: what this
-    console started itself ("embedded demo", "ezmsg demo"), or False.
+    console started itself ("embedded demo", "ezmsg demo"), or False; ``alert``: a badge for
+    something the operator must see (the demo this console started is not running).
 
     It fits ``width`` cells (None: no limit) by priority: the connection state, the badges
     (STALE, PAUSED, READ-ONLY) and the data age always show; the address is shortened, and the
@@ -58,7 +59,7 @@ def header_text(state: MonitorState, *, embedded: bool | str, paused: bool, read
         counts_short = f"p{len(snap.processes)} u{units} t{len(snap.graph)} e{len(snap.edge_owners)}"
     note = f"({embedded if isinstance(embedded, str) else 'embedded demo'})" if embedded else ""
     epoch = f"epoch {state.server_epoch[:8]}" if state.server_epoch else ""
-    badges = _badges(state, paused, read_only)
+    badges = _badges(state, paused, read_only, alert)
 
     def variant(title: str, where: str, detail: bool, counts: str, extras: bool) -> list[Part]:
         parts: list[Part] = [(title, "bold reverse"), (where, "")]
@@ -120,6 +121,7 @@ class ConsoleHeader(Static):
         self.embedded = embedded
         self.read_only = read_only
         self.paused = False
+        self.alert = ""
         self._shown: Text | None = None
 
     def on_mount(self) -> None:
@@ -132,7 +134,7 @@ class ConsoleHeader(Static):
         width = self.size.width or None  # 0 before the first layout: no limit yet
         text = header_text(self.monitor.state, embedded=self.embedded, paused=self.paused,
                            read_only=self.read_only, profiling_interval=self.monitor.profiling_interval,
-                           width=width)
+                           width=width, alert=self.alert)
         if text != self._shown:
             self._shown = text
             self.update(text, layout=False)  # one line, always: no layout pass

@@ -134,3 +134,24 @@ async def test_quit_stops_the_embedded_demo_and_its_tracing(own_demo: Any) -> No
         gone, alive = psutil.wait_procs(workers, timeout=TIMEOUT)
         assert not alive, f"workers still running: {alive}"
         assert shm.ours(run_tag + "_") == []
+
+
+async def test_demo_on_a_server_where_demo_is_taken_shows_the_collision(demo: Any) -> None:
+    """'ezmsg-console --demo' on a server that already runs the demo: the second pipeline's
+    address collision is shown in the console, not lost in a log."""
+    from ezmsg_console.runtime.embedded import EmbeddedDemo
+
+    from .conftest import open_console
+
+    second = EmbeddedDemo(demo.address)
+    second.start_pipeline_only()
+    try:
+        async with open_console(demo.address, embedded=second) as (app, pilot):
+            await wait_until(pilot, lambda: any("demo pipeline could not run" in str(n.message)
+                                                for n in app._notifications), "the collision shown")
+            note = next(str(n.message) for n in app._notifications if "demo pipeline could not run" in str(n.message))
+            assert "DEMO" in note and ("taken" in note or "collision" in note.lower() or "registered" in note), note
+            await wait_until(pilot, lambda: "DEMO NOT RUNNING" in str(app.header.render()), "the header badge")
+            app.embedded = None  # the module's demo is not this console's to stop
+    finally:
+        second.stop()
