@@ -47,6 +47,7 @@ from ..protocol.settings import SettingsChangedEvent, SettingsEventType, Setting
 from ..settings.values import at_path
 from ..protocol.address import resolve_address
 from .reconnect import Backoff
+from .reasons import connect_failure
 from .source import Backend, GraphSource, locate, make_source
 
 log = logging.getLogger(__name__)
@@ -221,10 +222,10 @@ class GraphMonitor:
                 ctx = make_source(self.backend, resolve_address(self.address), token=self.token, name=self.name,
                                   timeout=self.timeout, version=self.version)
                 await ctx.open()
-            except (ConsoleError, OSError) as exc:
+            except (ConsoleError, OSError, ValueError) as exc:  # ValueError: a bad address
                 st = self.state
                 st.attempts += 1
-                st.last_error = str(exc)
+                st.last_error = connect_failure(exc)
                 if st.down_since is None:
                     st.down_since = time.monotonic()
                 self._notify("connection")
@@ -254,7 +255,9 @@ class GraphMonitor:
         """Which kind of GraphServer is at the address (it stays that kind across reconnects)."""
         found = await locate(resolve_address(self.address), self.token, timeout=min(self.timeout, 2.0))
         if found.backend is None:
-            raise ServerUnreachable(f"no GraphServer answered at {found.address}", {"address": str(found.address)})
+            why = f" ({found.detail})" if found.detail else ""
+            raise ServerUnreachable(f"no GraphServer answered at {found.address}{why}",
+                                    {"address": str(found.address)})
         self.backend, self.version = found.backend, found.version
         self.state.warnings = found.warnings
 

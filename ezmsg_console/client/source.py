@@ -249,6 +249,7 @@ class Located:
     backend: Backend | None
     version: str = ""
     warnings: tuple[str, ...] = ()
+    detail: str = ""  # why nobody answers (the connect error), when ``backend`` is None
 
     @property
     def label(self) -> str:
@@ -290,7 +291,7 @@ async def locate(address: Any = None, token: str | None = None, backend: Backend
                                  f"--backend {forced.value} (or use --backend {found.backend.value})",
                                  {"address": str(found.address)})
     if found.backend is None:
-        return Located(first, None)
+        return Located(first, None, detail=found.detail)
     warnings: tuple[str, ...] = ()
     if found.backend is Backend.EZMSG:
         if not ezmsg_available():

@@ -23,7 +23,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from ..client.monitor import GraphMonitor
+from ..client.monitor import ConnState, GraphMonitor
+from ..protocol.address import parse_address
 from ..protocol.errors import ConsoleError
 from .header import ConsoleHeader
 from .help import HelpScreen
@@ -175,6 +176,12 @@ class ConsoleApp(App[int]):
             if warning not in self._warned:  # said once per server, not every second
                 self._warned.add(warning)
                 self.notify(warning, title="Warning", severity="warning", timeout=15)
+        st = self.monitor.state
+        if st.conn_state is not ConnState.CONNECTED and st.last_error:
+            said = f"cannot connect to {st.address}: {st.last_error}"
+            if said not in self._warned:  # once per address and reason: the header keeps it short
+                self._warned.add(said)
+                self.notify(said, title="Connection", severity="error", timeout=10)
         failure = getattr(self.embedded, "failure", None)
         if failure and failure not in self._warned:  # e.g. --demo on a server where DEMO is taken
             self._warned.add(failure)
@@ -241,7 +248,8 @@ class ConsoleApp(App[int]):
             if address:
                 self.monitor.set_address(address)
                 self.notify(f"connecting to {address}")
-        self.push_screen(PromptScreen("Connect to GraphServer (host:port)", self.monitor.state.address), done)
+        self.push_screen(PromptScreen("Connect to GraphServer (host:port)", self.monitor.state.address,
+                                      check=_address_problem), done)
 
     def action_read_only(self) -> None:
         self.read_only = True
@@ -291,3 +299,12 @@ class ConsoleApp(App[int]):
     def _tab_changed(self, _event: TabbedContent.TabActivated) -> None:
         self._pending |= ALL_KINDS
         self._on_monitor_change("clock")
+
+
+def _address_problem(text: str) -> str | None:
+    """Why ``text`` is not a GraphServer address (None if it is one)."""
+    try:
+        parse_address(text)
+    except ConsoleError as exc:
+        return exc.message
+    return None

@@ -24,7 +24,8 @@ def _connection(state: MonitorState, detail: bool) -> Part:
         why = f" ({state.last_error[:40]})" if detail and state.last_error else ""
         return f"◌ reconnecting {fmt_age(state.down_for())}{why}", "bold yellow"
     if state.attempts:
-        return f"✕ down {fmt_age(state.down_for())}", "bold red"
+        why = f" ({state.last_error[:48]})" if detail and state.last_error else ""
+        return f"✕ down {fmt_age(state.down_for())}{why}", "bold red"
     return "… connecting", "yellow"
 
 

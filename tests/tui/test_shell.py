@@ -155,3 +155,25 @@ async def test_demo_on_a_server_where_demo_is_taken_shows_the_collision(demo: An
             app.embedded = None  # the module's demo is not this console's to stop
     finally:
         second.stop()
+
+
+async def test_the_connect_prompt_refuses_a_bad_address(console: Any) -> None:
+    from textual.widgets import Input
+
+    from ezmsg_console.tui.prompt import PromptScreen
+
+    async with console() as (app, pilot):
+        address = app.monitor.address
+        app.action_connect()
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen) and bool(app.screen.query(Input)),
+                         "the Connect prompt")
+        prompt = app.screen
+        prompt.query_one(Input).value = ""
+        await pilot.press(*"nowhere", "enter")
+        assert app.screen is prompt and prompt.reason is not None and "expected host:port" in prompt.reason
+        assert app.monitor.address == address  # nothing changed
+        prompt.query_one(Input).value = ""
+        await pilot.press(*"127.0.0.1:99999", "enter")
+        assert app.screen is prompt and "port must be a number from 0 to 65535" in (prompt.reason or "")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, PromptScreen) and app.monitor.address == address
