@@ -1,8 +1,10 @@
 """Profiling in the worker: the routed operations and the trace push loop.
 
 ``GET_PROFILING_SNAPSHOT`` answers with the process's counters (windows per
-asking session), ``SET_PROFILING_TRACE`` reconfigures tracing (clearing what
-was recorded), ``GET_PROFILING_TRACE_BATCH`` drains recorded samples. While
+asking session), ``SET_PROFILING_TRACE`` sets the asking session's own trace
+selection (the process records the union of every session's live selections,
+see :mod:`..profiling.selections`; one session's change never ends another's),
+``GET_PROFILING_TRACE_BATCH`` drains recorded samples. While
 tracing is on, a push loop sends what was recorded to the GraphServer every
 ``push_interval`` seconds (PROCESS_PROFILING_TRACE_UPDATE, columnar, up to
 ``PUSH_MAX_SAMPLES`` samples: ~28 bytes each on the wire), and switches
@@ -34,6 +36,7 @@ from ..protocol.errors import DecodeError, InvalidRequest
 from ..protocol.process import Operation, RoutedRequest
 from ..protocol.profiling import ProcessProfilingTraceUpdate, ProfilingTraceBatch, ProfilingTraceControl
 from ..protocol.wire import from_wire, to_wire
+from ..profiling.selections import TraceSelections
 from ..profiling.snapshot import SnapshotBuilder
 from ..profiling.trace import RING_CAPACITY, Tracer, check_control
 from ..pubsub.host import EndpointHost
@@ -57,6 +60,7 @@ class ProfilingOps:
         self.control = control
         self.host = host
         self.tracer = Tracer(capacity=ring_capacity)
+        self.selections = TraceSelections()  # each observer's own trace selection (their union is recorded)
         self.snapshots = SnapshotBuilder()
         if push_interval is None:
             try:
@@ -74,13 +78,13 @@ class ProfilingOps:
         return list(self.host.publishers.values()), list(self.host.subscribers.values())
 
     def snapshot(self, msg: RoutedRequest) -> Any:
-        self.tracer.expire_if_due()
+        self._expire()
         pubs, subs = self._endpoints()
+        own, left = self.selections.own(msg.source_session_id or "")  # this observer's own trace
         snap = self.snapshots.build(
             msg.source_session_id or "", process_id=self.control.process_id, pid=self.control.pid,
             host=self.control.host, publishers=pubs, subscribers=subs, histograms=self.host.histograms,
-            trace=self.tracer.control if self.tracer.enabled else None,
-            trace_ttl_remaining_s=self.tracer.remaining_s())
+            trace=own, trace_ttl_remaining_s=left)
         return to_wire(snap)
 
     def set_trace(self, msg: RoutedRequest) -> dict[str, Any]:
@@ -89,8 +93,24 @@ class ProfilingOps:
         except DecodeError as exc:
             raise InvalidRequest(f"SET_PROFILING_TRACE needs a ProfilingTraceControl: {exc.message}",
                                  dict(exc.details)) from None
-        self.apply(check_control(control))
-        return self.state()
+        observer = msg.source_session_id or ""
+        self.selections.set(observer, check_control(control))  # only this observer's selection changes
+        self._reconfigure()
+        return self.state(observer)
+
+    def _expire(self) -> None:
+        """Drop the selections whose TTL passed (the others go on)."""
+        if self.selections.expire():
+            self._reconfigure()
+
+    def _reconfigure(self) -> None:
+        """Record the union of the live selections. What was recorded so far is pushed first, so a
+        change of one console's selection costs the others no samples."""
+        if self.tracer.enabled and self.push and not self.control.conn.closed:
+            batch = self._batch(PUSH_MAX_SAMPLES)
+            if batch.timestamps or batch.dropped:
+                self.control.conn.send(ProcessProfilingTraceUpdate(batch))
+        self.apply(self.selections.merged())
 
     def apply(self, control: ProfilingTraceControl) -> None:
         pubs, subs = self._endpoints()
@@ -98,16 +118,19 @@ class ProfilingOps:
         if control.enabled and (self._push_task is None or self._push_task.done()):
             self._push_task = asyncio.ensure_future(self._push_loop())
 
-    def state(self) -> dict[str, Any]:
+    def state(self, observer: str = "") -> dict[str, Any]:
         tracer = self.tracer
+        own, left = self.selections.own(observer)
         return {
-            "enabled": tracer.enabled,
-            "ttl_remaining_s": tracer.remaining_s(),
-            "traced_endpoints": sorted(tracer.traced),
-            "control": to_wire(tracer.control),
+            "enabled": own is not None,
+            "ttl_remaining_s": left,
+            "traced_endpoints": sorted(tracer.traced),  # what the process records, for every observer
+            "control": to_wire(own if own is not None else ProfilingTraceControl(enabled=False)),
+            "observers": len(self.selections),
         }
 
     def trace_batch(self, msg: RoutedRequest) -> Any:
+        self._expire()
         payload = msg.payload if msg.payload is not None else {}
         max_samples = payload.get("max_samples", 1000) if isinstance(payload, dict) else None
         if not isinstance(max_samples, int) or isinstance(max_samples, bool) \
@@ -117,7 +140,6 @@ class ProfilingOps:
         return to_wire(self._batch(max_samples))
 
     def _batch(self, max_samples: int) -> ProfilingTraceBatch:
-        self.tracer.expire_if_due()
         c = self.tracer.drain(max_samples)
         return ProfilingTraceBatch.unchecked(
             self.control.process_id, self.control.pid, self.control.host, c.dropped, self.tracer.enabled,
@@ -133,6 +155,7 @@ class ProfilingOps:
         while True:
             wait = next_push - time.monotonic()
             await asyncio.sleep(max(0.0, min(wait, IDLE_FOLD_INTERVAL if idle else FOLD_INTERVAL)))
+            self._expire()  # a selection whose TTL passed ends (the union of the rest goes on)
             if time.monotonic() < next_push and tracer.enabled and not tracer.expire_if_due() \
                     and tracer.fold(FOLD_MIN_ROWS) < 0.5:
                 continue  # not due, and no ring half full yet

@@ -418,3 +418,43 @@ async def test_every_topic_of_the_demo_shows_rates_bytes_and_percentiles() -> No
         assert s.latency_ns.p99_ns >= s.latency_ns.p50_ns > 0
         assert s.drops_total == 0
     assert shm.ours(runner.run_tag + "_") == []
+
+
+async def test_two_observers_trace_one_worker_and_one_stopping_never_ends_the_other(rig: Rig) -> None:
+    """Trace selections are per observer: A traces FAST, B traces TSINK (same worker); the worker
+    records both; A's stop (and A's TTL) end only A's; B keeps its trace and its samples."""
+    a = rig.ctx
+    fast = sub(await a.process_profiling_snapshot(FAST), f"{FAST}/INPUT").endpoint_id
+    tsink = sub(await a.process_profiling_snapshot(TSINK), f"{TSINK}/INPUT").endpoint_id
+
+    def only(endpoint: str, ttl: float = 30.0) -> ProfilingTraceControl:
+        return ProfilingTraceControl(enabled=True, subscriber_endpoint_ids=(endpoint,),
+                                     publisher_endpoint_ids=("",), ttl_seconds=ttl)
+
+    async with GraphContext(rig.address, timeout=TIMEOUT, name="observer-b") as b:
+        stream = await b.subscribe_profiling_trace(ProfilingStreamControl(interval=0.02))
+        try:
+            state_a = await a.process_set_profiling_trace(FAST, only(fast))
+            state_b = await b.process_set_profiling_trace(TSINK, only(tsink))
+            assert state_a["enabled"] and state_b["enabled"] and state_b["observers"] == 2
+            assert state_b["traced_endpoints"] == sorted([fast, tsink])  # the union is recorded
+            # A stops: B's selection stands.
+            state_a = await a.process_set_profiling_trace(FAST, ProfilingTraceControl(enabled=False))
+            assert not state_a["enabled"] and state_a["traced_endpoints"] == [tsink]
+            mine_b = (await b.process_profiling_snapshot(TSINK)).trace
+            assert mine_b is not None and mine_b.subscriber_endpoint_ids == (tsink,)
+            assert (await a.process_profiling_snapshot(TSINK)).trace is None  # A's view: A traces nothing
+            # B still gets TSINK samples (TICK feeds it every 10 ms) after A's stop.
+            events = await collect(stream, lambda s: len([x for x in s if x.endpoint_id == tsink]) >= 3,
+                                   "B's samples after A stopped")
+            assert {s.endpoint_id for s in samples_of(events)} <= {fast, tsink}
+            # A traces again, briefly: its TTL ends its own selection only.
+            await a.process_set_profiling_trace(FAST, only(fast, ttl=0.3))
+            await until(a, FAST, lambda s: s.trace is None, "A's short TTL", timeout=TIMEOUT)
+            assert (await b.process_profiling_snapshot(TSINK)).trace is not None
+            state = await b.process_set_profiling_trace(TSINK, only(tsink))
+            assert state["traced_endpoints"] == [tsink] and state["observers"] == 1
+        finally:
+            await b.process_set_profiling_trace(TSINK, ProfilingTraceControl(enabled=False))
+            await a.process_set_profiling_trace(FAST, ProfilingTraceControl(enabled=False))
+            await stream.close()
