@@ -95,6 +95,9 @@ class MonitorState:
     settings: dict[str, SettingsState] = dataclasses.field(default_factory=dict)
     initial_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings_history: dict[str, collections.deque[SettingsChangedEvent]] = dataclasses.field(default_factory=dict)
+    previous_history: dict[str, tuple[SettingsChangedEvent, ...]] = dataclasses.field(default_factory=dict)
+    """The history of the server before the last restart (its seqs are that server's own)."""
+    previous_epoch: str = ""
     topology_events: collections.deque[TopologyEvent] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=EVENTS))
     profiling: dict[str, ProcessProfilingSnapshot | ProfilingError] = dataclasses.field(default_factory=dict)
@@ -141,6 +144,8 @@ class GraphMonitor:
         self.ctx: GraphSource | None = None
         self.undo_stack: list[tuple[str, str, Any]] = []  # (component, field path, value before)
         self._own_last_seq: dict[str, int] = {}  # component -> seq of this console's last change to it
+        self.own_changes: set[tuple[str, int]] = set()
+        """(server epoch, seq) of every settings change this console made: the history's "you"."""
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._refresh_topology = asyncio.Event()
@@ -267,6 +272,12 @@ class GraphMonitor:
             self._topology_seq = self._settings_seq = 0
             st.settings.clear()
             st.profiling.clear()
+            if st.server_epoch:  # a restart: the old history is kept, as the previous epoch's
+                st.previous_history = {k: tuple(v) for k, v in st.settings_history.items()}
+                st.previous_epoch = st.server_epoch
+                st.settings_history = {}
+                self.undo_stack.clear()  # undo is of this console's changes on the server that took them
+                self._own_last_seq.clear()
         st.server_epoch, st.session_id, st.server_label = ctx.server_epoch, ctx.session_id, ctx.server_label
         await self._load_topology(ctx)
         await self._load_settings(ctx, full=self._settings_seq == 0)
@@ -354,10 +365,17 @@ class GraphMonitor:
         event: SettingsChangedEvent = item
         self._remember(event)
         previous = self.state.settings.get(event.component_address)
-        self.state.settings[event.component_address] = SettingsState(
-            event.component_address, event.value,
-            previous.metadata_session_id if previous else event.source_session_id,
-            event.source_process_id, event.seq)
+        if event.event_type is SettingsEventType.INITIAL_SETTINGS and previous is not None \
+                and previous.source_process_id is not None:
+            # As on the server, a live value the owning process reported wins over a session's
+            # (re-)declared initial one (a runner re-registering after a restart): keep showing it.
+            self.state.settings[event.component_address] = dataclasses.replace(
+                previous, metadata_session_id=event.source_session_id or previous.metadata_session_id)
+        else:
+            self.state.settings[event.component_address] = SettingsState(
+                event.component_address, event.value,
+                previous.metadata_session_id if previous else event.source_session_id,
+                event.source_process_id, event.seq)
         self._settings_seq = max(self._settings_seq, event.seq)
         self.state.data_time = time.time()
         self._notify("settings")
@@ -495,6 +513,7 @@ class GraphMonitor:
         seq = reply.get("seq") if isinstance(reply, dict) else None
         if isinstance(seq, int):
             self._own_last_seq[component] = seq
+            self.own_changes.add((self.state.server_epoch, seq))  # "you": by request, per server epoch
         if record_undo and before is not None:
             self.undo_stack.append((component, field_path, at_path(before.value.structured_value, field_path)))
         return reply

@@ -72,7 +72,6 @@ class SettingsPane(Pane):
         super().__init__(monitor, **kwargs)
         self.selected: str | None = None
         self.errors: dict[tuple[str, str], str] = {}  # (component, field path) -> last refusal
-        self.mine: set[int] = set()  # seqs of the edits this console made
         self._message: tuple[Text, float] | None = None
         self._infos: dict[str, sr.ComponentInfo] = {}
         self._fields: dict[str, sr.FieldRow] = {}
@@ -124,13 +123,22 @@ class SettingsPane(Pane):
         rows = sr.flatten_fields(state.value.structured_value, schema)
         self._fields = {row.path: row for row in rows}
         by_process, _by_unit = sr.process_labels(self.state.snapshot)
-        changes = sr.history(self.state.settings_history.get(address, ()), by_process, self.mine)
+        epoch = self.state.server_epoch
+        changes = sr.history(self.state.settings_history.get(address, ()), by_process,
+                             {seq for e, seq in self.monitor.own_changes if e == epoch})
         last = sr.last_changes(changes)
         initial = sr.flatten_value(self.state.initial_settings.get(address))
         now = time.time()
         self.table("fields").set_rows({
             row.path: self._field_cells(address, row, sr.last_change(last, row.path), initial, now) for row in rows})
-        self.table("history").set_rows({str(c.seq): _history_cells(c, now) for c in changes})
+        history_rows = {str(c.seq): _history_cells(c, now) for c in changes}
+        before = self.state.previous_history.get(address, ())
+        if before:  # the server restarted: its history before, marked, after today's
+            prev = self.state.previous_epoch
+            old = sr.history(before, by_process, {seq for e, seq in self.monitor.own_changes if e == prev})
+            history_rows.update({f"{prev[:8]}:{c.seq}": _history_cells(c, now, f"epoch {prev[:8]}")
+                                 for c in old})
+        self.table("history").set_rows(history_rows)
         title = Text(address, style="bold")
         title.append(f" · {info.kind} · ")
         title.append("dynamic" if info.dynamic else "fixed settings", style="green" if info.dynamic else "yellow")
@@ -270,9 +278,7 @@ class SettingsPane(Pane):
             self._say(f"✕ refused: {reason}", "bold red")
         else:
             self.errors.pop((address, path), None)
-            new_seq = reply.get("seq") if isinstance(reply, dict) else None
-            if isinstance(new_seq, int):
-                self.mine.add(new_seq)
+            new_seq = reply.get("seq") if isinstance(reply, dict) else None  # "you": the monitor keeps it
             self._say(f"✓ {address} {path} = {sr.value_text(value, None)} (seq {new_seq})", "bold green")
         self._draw_component()
 
@@ -297,8 +303,6 @@ class SettingsPane(Pane):
         else:
             if restored is not None:
                 self.errors.pop((component, path), None)
-                if restored.seq is not None:
-                    self.mine.add(restored.seq)  # the undo is this console's change too: "you"
                 self._say(f"↶ {component} {path} = {sr.value_text(restored.value, None)} (undone, seq "
                           f"{restored.seq})", "bold green")
         self._draw_component()
@@ -338,9 +342,15 @@ def _component_cells(info: sr.ComponentInfo) -> tuple[Cell, ...]:
     return (Cell(info.address), Cell(info.kind, kind), Cell(info.dynamic, edit), Cell(info.fields))
 
 
-def _history_cells(change: sr.Change, now: float) -> tuple[Cell, ...]:
+def _history_cells(change: sr.Change, now: float, epoch: str = "") -> tuple[Cell, ...]:
+    """A history row; ``epoch``: the row is from before a server restart (shown dim, with it)."""
     text = sr.changes_text(change.changes) if change.changes else \
         ("(all fields)" if change.event_type == "initial" else "-")
+    if epoch:
+        kind = f"{change.event_type} ({epoch})"
+        return (Cell(-change.seq, Text(str(change.seq), style="dim")), Cell(kind, Text(kind, style="dim")),
+                Cell(change.source), Cell(change.timestamp, age_since(change.timestamp, now)),
+                Cell(text, Text(text, style="dim")))
     # Text, not str: the table measures auto-width columns from Text cells only.
     return (Cell(change.seq), Cell(change.event_type), Cell(change.source),
             Cell(change.timestamp, age_since(change.timestamp, now)), Cell(text, Text(text)))

@@ -445,9 +445,8 @@ async def test_two_observers_trace_one_worker_and_one_stopping_never_ends_the_ot
             assert mine_b is not None and mine_b.subscriber_endpoint_ids == (tsink,)
             assert (await a.process_profiling_snapshot(TSINK)).trace is None  # A's view: A traces nothing
             # B still gets TSINK samples (TICK feeds it every 10 ms) after A's stop.
-            events = await collect(stream, lambda s: len([x for x in s if x.endpoint_id == tsink]) >= 3,
-                                   "B's samples after A stopped")
-            assert {s.endpoint_id for s in samples_of(events)} <= {fast, tsink}
+            await collect(stream, lambda s: len([x for x in s if x.endpoint_id == tsink]) >= 3,
+                          "B's samples after A stopped")
             # A traces again, briefly: its TTL ends its own selection only.
             await a.process_set_profiling_trace(FAST, only(fast, ttl=0.3))
             await until(a, FAST, lambda s: s.trace is None, "A's short TTL", timeout=TIMEOUT)

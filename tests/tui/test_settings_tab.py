@@ -218,3 +218,61 @@ async def test_undo_never_overwrites_another_operators_change_and_is_labelled_yo
         assert history.row_as_dict(str(undo_seq))["source"] == "you"
         await app.monitor.update_setting(FILTER, "cutoff_hz", before, record_undo=False)  # put it back
         await wait_until(pilot, lambda: _cutoff(app) == before, "the cutoff put back")
+
+
+async def test_after_a_server_restart_history_restarts_and_you_stays_yours() -> None:
+    """A new server epoch: the old history is kept, marked as the previous epoch's; the new
+    server's events (whose seqs start again at 1) are added, and only this console's own changes
+    are "you", in either epoch."""
+    from ezmsg_console.client.monitor import ConnState
+    from ezmsg_console.runtime.embedded import EmbeddedDemo
+    from ezmsg_console.server import GraphServer
+
+    from ..conftest import TIMEOUT
+    from .conftest import open_console
+
+    first = GraphServer("127.0.0.1:0")
+    address = first.start_in_thread(TIMEOUT)
+    second = None
+    pipeline = EmbeddedDemo(address)
+    pipeline.start_pipeline_only()
+    try:
+        async with open_console(address) as (app, pilot):
+            pane = await _open_field(app, pilot, FILTER, "cutoff_hz")
+            new = _new_cutoff(app)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the editor")
+            await _type(pilot, str(new))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: _cutoff(app) == new, "our edit in the unit")
+            mine_before = _seq(app)
+            old_epoch = app.monitor.state.server_epoch
+
+            first.stop_thread()  # the GraphServer restarts; the workers and this console reconnect
+            second = GraphServer(str(address))
+            second.start_in_thread(TIMEOUT)
+            await wait_until(pilot, lambda: app.monitor.state.server_epoch not in ("", old_epoch)
+                             and app.monitor.state.conn_state is ConnState.CONNECTED
+                             and FILTER in app.monitor.state.settings
+                             and FILTER in app.monitor.state.settings_history, "the new epoch's settings",
+                             timeout=3 * TIMEOUT)
+            components = pane.table("components")
+            await wait_until(pilot, lambda: FILTER in components.shown_keys, "FILTER listed again")
+            pane.show(FILTER)  # (the selection may have moved while the components were reloaded)
+            await wait_until(pilot, lambda: pane.selected == FILTER, "FILTER selected")
+            history = pane.table("history")
+            old_key = f"{old_epoch[:8]}:{mine_before}"
+            await wait_until(pilot, lambda: old_key in history.shown_keys, "the previous epoch's history")
+            assert history.row_as_dict(old_key)["source"] == "you"  # our edit, in the epoch it was made
+            await wait_until(pilot, lambda: _cutoff(app) == new, "the worker's re-report of our value")
+            new_events = list(app.monitor.state.settings_history[FILTER])
+            assert new_events and all(e.server_epoch != old_epoch for e in new_events if e.server_epoch)
+            for event in new_events:  # the new server's events, seqs from 1 again: none is "you"
+                await wait_until(pilot, lambda e=event: str(e.seq) in history.shown_keys, f"seq {event.seq} shown")
+                assert history.row_as_dict(str(event.seq))["source"] != "you"
+            await app.shutdown()
+    finally:
+        pipeline.stop()
+        first.stop_thread()
+        if second is not None:
+            second.stop_thread()
