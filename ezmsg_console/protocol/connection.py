@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
 import itertools
 import struct
 from typing import Any
@@ -269,8 +270,14 @@ class ProtocolConnection:
         chunk frames the peer joins again; refused (LocalProtocolError) only over the peer's
         ``max_message_size``, which is taken to be this end's."""
         nxt = self._next_state(_TX, msg)
-        with gc_paused():  # cheap for a small message; spares a big one the collections it would trigger
+        paused = gc.isenabled()  # spares a big message the collections it would trigger (two calls for a small one)
+        if paused:
+            gc.disable()
+        try:
             body = packb(encode_message(msg))
+        finally:
+            if paused:
+                gc.enable()
         if len(body) <= self._send_limit or self.state is not State.OPEN:
             frames = [encode_frame(body, self._send_limit)]
         else:
