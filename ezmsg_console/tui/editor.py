@@ -78,17 +78,21 @@ class EditorScreen(ModalScreen[tuple[Any] | None]):
             options = OptionList(*[str(c) for c in choices], id="value")
             yield options
         else:
-            input_type: Any = {"int": "integer", "float": "number"}.get(self.kind, "text")
+            # Plain text for numbers too: a character a number cannot take is shown and refused with
+            # the reason (Textual's number inputs would drop it without a word).
             placeholder = {"list": "JSON list, or items separated by commas", "json": "JSON (or plain text)"}.get(
                 self.kind, limits_text(self.field))
-            yield Input(value=edit_text(self.current), type=input_type, placeholder=placeholder, id="value",
-                        select_on_focus=True)
+            if self.field.optional and self.kind != "str":
+                placeholder = f"{placeholder} · empty: None".lstrip(" ·")
+            yield Input(value=edit_text(self.current), placeholder=placeholder, id="value", select_on_focus=True)
 
     def _hint(self) -> str:
         if self.kind == "bool":
             return "space toggle · enter apply · esc cancel"
         if self.kind == "choice":
             return "↑↓ choose · enter apply · esc cancel"
+        if self.field.optional and self.kind != "str":
+            return "empty = None · enter apply · esc cancel"
         return "enter apply · esc cancel"
 
     def on_mount(self) -> None:

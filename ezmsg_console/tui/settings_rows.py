@@ -353,7 +353,7 @@ def parse_text(field: SettingsFieldMetadata, text: str, kind: str) -> Any:
         try:
             return (int if kind == "int" else float)(stripped.replace("_", ""))
         except ValueError:
-            raise ValueError(f"not {'an integer' if kind == 'int' else 'a number'}: {stripped!r}") from None
+            raise ValueError(_number_refusal(stripped, kind, field.optional)) from None
     if kind == "bool":
         if stripped.lower() not in _TRUE | _FALSE:
             raise ValueError(f"not a bool (true/false): {stripped!r}")
@@ -368,6 +368,26 @@ def parse_text(field: SettingsFieldMetadata, text: str, kind: str) -> Any:
             raise ValueError(f"not one of {'|'.join(str(c) for c in field.choices)}: {stripped!r}")
         return found[0]
     return _json_or_text(stripped)
+
+
+def _number_refusal(text: str, kind: str, optional: bool) -> str:
+    """Why ``text`` is not a number of ``kind``, saying what would be (the text is kept as typed)."""
+    what = "an integer" if kind == "int" else "a number"
+    hint = ""
+    if "," in text and kind == "float":
+        hint = f" (use a dot for decimals: {text.replace(',', '.')!r})"
+    elif kind == "int":
+        try:
+            as_float = float(text.replace("_", ""))
+        except ValueError:
+            pass
+        else:
+            hint = f" (whole numbers only{': ' + str(int(as_float)) + '?' if as_float.is_integer() else ''})"
+    if not text:
+        hint = " (empty: type a value)"
+    elif optional:
+        hint += " (leave it empty for None)"
+    return f"not {what}: {text!r}{hint}"
 
 
 def _json_or_text(text: str) -> Any:

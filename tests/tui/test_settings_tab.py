@@ -276,3 +276,33 @@ async def test_after_a_server_restart_history_restarts_and_you_stays_yours() -> 
         first.stop_thread()
         if second is not None:
             second.stop_thread()
+
+
+async def test_number_fields_show_and_refuse_what_they_cannot_take(console: Any) -> None:
+    """'2.5' in an int, '1,5' in a float: kept as typed, refused with the reason, nothing sent."""
+    from textual.widgets import Input
+
+    async with console() as (app, pilot):
+        await _open_field(app, pilot, "DEMO/FEATURES", "window_chunks")
+        seq = int(app.monitor.state.settings["DEMO/FEATURES"].seq)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the int editor")
+        editor = app.screen
+        await _type(pilot, "2.5")
+        assert editor.query_one(Input).value == "2.5"  # not silently dropped to "25"
+        assert editor.reason == "not an integer: '2.5' (whole numbers only)"
+        await pilot.press("enter")
+        assert app.screen is editor and int(app.monitor.state.settings["DEMO/FEATURES"].seq) == seq
+        await pilot.press("ctrl+u", *"1e1")
+        assert editor.reason == "not an integer: '1e1' (whole numbers only: 10?)"
+        await pilot.press("escape")
+        pane = _pane(app)
+        await pilot.press("escape")
+        await _open_field(app, pilot, FILTER, "cutoff_hz")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the float editor")
+        editor = app.screen
+        await _type(pilot, "1,5")
+        assert editor.reason == "not a number: '1,5' (use a dot for decimals: '1.5')"
+        await pilot.press("escape")
+        assert pane is _pane(app)
