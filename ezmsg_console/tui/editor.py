@@ -65,7 +65,8 @@ class EditorScreen(ModalScreen[tuple[Any] | None]):
             yield Static(f"Edit {self.component} · {self.path}", classes="editor-title")
             info = " · ".join(p for p in (type_text(field), limits_text(field), field.description) if p)
             yield Static(info, classes="editor-info")
-            yield Static(f"current: {value_text(self.current, field)}   (seq {self.seq})", classes="editor-info")
+            yield Static(f"current: {value_text(self.current, field)}   (seq {self.seq})", classes="editor-info",
+                         id="current")
             yield from self._widget()
             yield Static("", id="reason")
             yield Static(self._hint(), classes="editor-info")
@@ -85,6 +86,16 @@ class EditorScreen(ModalScreen[tuple[Any] | None]):
             if self.field.optional and self.kind != "str":
                 placeholder = f"{placeholder} · empty: None".lstrip(" ·")
             yield Input(value=edit_text(self.current), placeholder=placeholder, id="value", select_on_focus=True)
+
+    def changed_underneath(self, value: Any, seq: int) -> None:
+        """The field changed while the editor was open (another operator, the unit itself): show the
+        new current value. The edit keeps the seq it was opened with, so applying it now is
+        refused (Conflict) rather than overwriting what was just shown."""
+        if seq <= self.seq:
+            return
+        text = Text(f"current: {value_text(value, self.field)}   (seq {seq}: changed since this editor opened "
+                    f"at seq {self.seq}; applying will be refused, reopen to edit the new value)", style="yellow")
+        self.query_one("#current", Static).update(text)
 
     def _hint(self) -> str:
         if self.kind == "bool":

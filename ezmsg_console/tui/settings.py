@@ -25,6 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from . import settings_rows as sr
+from ..settings.values import at_path
 from .editor import DiffScreen, EditorScreen
 from .format import age_since
 from .pane import Pane
@@ -106,6 +107,11 @@ class SettingsPane(Pane):
         if self._pending_show is not None and self._select(self._pending_show):
             self._pending_show = None
         self._draw_component()
+        editor = self.app.screen
+        if isinstance(editor, EditorScreen):  # an open editor shows the value as it is now
+            state = self.state.settings.get(editor.component)
+            if state is not None:
+                editor.changed_underneath(at_path(state.value.structured_value, editor.path), state.seq)
 
     def _draw_component(self) -> None:
         address = self.selected

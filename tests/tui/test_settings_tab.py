@@ -152,6 +152,9 @@ async def test_out_of_range_value_is_refused_while_typing_and_stale_edits_are_re
         other = _new_cutoff(app)
         await app.monitor.update_setting(FILTER, "cutoff_hz", other, record_undo=False)  # not through the tab
         await wait_until(pilot, lambda: _cutoff(app) == other, "the other client's edit")
+        current = editor.query_one("#current")  # the open editor shows the new current value
+        await wait_until(pilot, lambda: f"{other:g}" in str(current.render()) and "changed since this editor opened"
+                         in str(current.render()), "the editor's current value updated")
         await pilot.press("ctrl+u", *"12.5")
         assert editor.reason is None
         await pilot.press("enter")
