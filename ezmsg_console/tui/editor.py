@@ -11,6 +11,7 @@ is acceptable (the Settings tab then sends it); ``esc`` dismisses with None.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
@@ -36,7 +37,8 @@ class _Switch(Switch, inherit_bindings=False):
 class EditorScreen(ModalScreen[tuple[Any] | None]):
     """Edit one field: returns ``(value,)`` to apply, or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "apply", "Apply")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "apply", "Apply"),
+                Binding("up", "step(1)", "Step up", show=False), Binding("down", "step(-1)", "Step down", show=False)]
     DEFAULT_CSS = """
     EditorScreen { align: center middle; }
     EditorScreen > Vertical { width: 76; height: auto; max-height: 90%; border: round $accent;
@@ -86,6 +88,33 @@ class EditorScreen(ModalScreen[tuple[Any] | None]):
             if self.field.optional and self.kind != "str":
                 placeholder = f"{placeholder} · empty: None".lstrip(" ·")
             yield Input(value=edit_text(self.current), placeholder=placeholder, id="value", select_on_focus=True)
+
+    def action_step(self, direction: int) -> None:
+        """↑/↓ in a number field: one step (1 % of the field's range, else 1 for an integer or 1 % of
+        the value for a float), from what is typed (or the current value), kept within the bounds."""
+        if self.kind not in ("int", "float"):
+            return
+        widget = self.query_one("#value", Input)
+        try:
+            base = float(widget.value.strip().replace("_", "")) if widget.value.strip() else float(self.current)
+        except (TypeError, ValueError):
+            try:
+                base = float(self.current)
+            except (TypeError, ValueError):
+                base = 0.0
+        step = number_step(self.field, self.kind, base)
+        new = base + direction * step
+        low, high = self.field.bounds or (None, None)
+        if low is not None:
+            new = max(new, low)
+        if high is not None:
+            new = min(new, high)
+        if self.kind == "int":
+            widget.value = str(round(new))
+        else:
+            decimals = max(0, 3 - math.floor(math.log10(step))) if step > 0 else 6  # no float noise
+            widget.value = repr(round(new, decimals))
+        widget.cursor_position = len(widget.value)
 
     def changed_underneath(self, value: Any, seq: int) -> None:
         """The field changed while the editor was open (another operator, the unit itself): show the
@@ -224,3 +253,15 @@ class DiffScreen(ModalScreen[None]):
 
 def _show(value: Any) -> str:
     return "(absent)" if value is MISSING else value_text(value, None, 60)
+
+
+def number_step(field: SettingsFieldMetadata, kind: str, value: float) -> float:
+    """One arrow-key step for a number field: 1 % of its range when it has both bounds, else 1 for
+    an integer, else 1 % of the value (0.01 at zero)."""
+    low, high = field.bounds or (None, None)
+    if low is not None and high is not None and high > low:
+        step = (high - low) / 100
+        return max(1.0, round(step)) if kind == "int" else step
+    if kind == "int":
+        return 1.0
+    return abs(value) / 100 if value else 0.01

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from textual.widgets import OptionList
 
 from ezmsg_console.tui.editor import DiffScreen, EditorScreen
@@ -309,3 +311,20 @@ async def test_number_fields_show_and_refuse_what_they_cannot_take(console: Any)
         assert editor.reason == "not a number: '1,5' (use a dot for decimals: '1.5')"
         await pilot.press("escape")
         assert pane is _pane(app)
+
+
+async def test_arrow_keys_step_a_number_within_its_bounds(console: Any) -> None:
+    async with console() as (app, pilot):
+        await _open_field(app, pilot, FILTER, "cutoff_hz")  # a float in [0.5, 200]: steps of 1.995
+        before = _cutoff(app)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditorScreen), "the editor")
+        editor = app.screen
+        await pilot.press("up", "up")
+        assert editor.candidate == pytest.approx(before + 2 * 1.995) and editor.reason is None
+        await pilot.press("down")
+        assert editor.candidate == pytest.approx(before + 1.995)
+        await pilot.press("ctrl+u", *"199", "up", "up")  # stops at the upper bound
+        assert editor.candidate == 200.0 and editor.reason is None
+        await pilot.press("escape")
+        assert _cutoff(app) == before  # nothing applied
