@@ -131,9 +131,12 @@ class EditorScreen(ModalScreen[tuple[Any] | None]):
             return "space toggle · enter apply · esc cancel"
         if self.kind == "choice":
             return "↑↓ choose · enter apply · esc cancel"
+        hint = "enter apply · esc cancel"
+        if self.kind in ("int", "float"):
+            hint = "↑↓ step · " + hint
         if self.field.optional and self.kind != "str":
-            return "empty = None · enter apply · esc cancel"
-        return "enter apply · esc cancel"
+            hint = "empty = None · " + hint
+        return hint
 
     def on_mount(self) -> None:
         widget = self.query_one("#value")
