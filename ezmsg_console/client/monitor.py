@@ -95,6 +95,8 @@ class MonitorState:
     settings: dict[str, SettingsState] = dataclasses.field(default_factory=dict)
     initial_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings_history: dict[str, collections.deque[SettingsChangedEvent]] = dataclasses.field(default_factory=dict)
+    stopped: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Components whose owning process left (wall time): their last real value is still shown."""
     previous_history: dict[str, tuple[SettingsChangedEvent, ...]] = dataclasses.field(default_factory=dict)
     """The history of the server before the last restart (its seqs are that server's own)."""
     previous_epoch: str = ""
@@ -154,6 +156,7 @@ class GraphMonitor:
         self._closing: set[asyncio.Future[None]] = set()  # old connections closing (the loop keeps weak refs)
         self._topology_seq = 0
         self._settings_seq = 0
+        self._last_peers: set[str] = set()  # sessions and processes in the last snapshot
 
     # -- lifecycle -------------------------------------------------------
 
@@ -318,6 +321,12 @@ class GraphMonitor:
         self.state.snapshot = snap
         self.state.data_time = time.time()
         self._topology_seq = max(self._topology_seq, snap.topology_seq)
+        previous, self._last_peers = self._last_peers, (
+            {s.session_id for s in snap.sessions} | {p.process_id for p in snap.processes})
+        if previous - self._last_peers:
+            # A session or a process left (a pipeline stopping): the server dropped the settings it
+            # alone declared, without an event; its current state is the truth to show.
+            await self._load_settings(ctx, full=False)
         self._notify("topology")
 
     def _on_topology(self, item: Any, _ctx: Any) -> None:
@@ -339,7 +348,14 @@ class GraphMonitor:
     async def _load_settings(self, ctx: GraphSource, full: bool) -> None:
         st = self.state
         states = await ctx.settings_snapshot()
+        previous = st.settings
         st.settings = {s.component_address: s for s in states}
+        for address in list(st.stopped):  # a stopped unit: its last real value, not the initial one
+            state, last = st.settings.get(address), previous.get(address)
+            if state is None:
+                del st.stopped[address]
+            elif state.source_process_id is None and last is not None:
+                st.settings[address] = dataclasses.replace(last, seq=state.seq)
         history = await ctx.settings_events(after_seq=0 if full else self._settings_seq)
         for event in history.events:
             self._remember(event)
@@ -363,8 +379,22 @@ class GraphMonitor:
                 await self._load_settings(ctx, full=False)
             return
         event: SettingsChangedEvent = item
-        self._remember(event)
         previous = self.state.settings.get(event.component_address)
+        if event.event_type is SettingsEventType.SETTINGS_UPDATED and event.source_process_id is None \
+                and previous is not None and previous.source_process_id is not None:
+            # Its owning process left, and the server fell back to the declared initial value: that
+            # is no change anybody made. Keep showing the last real value, marked stopped.
+            self.state.stopped[event.component_address] = time.time()
+            self.state.settings[event.component_address] = dataclasses.replace(previous, seq=event.seq)
+            self._settings_seq = max(self._settings_seq, event.seq)
+            self._notify("settings")
+            return
+        if previous is not None and event.seq <= previous.seq:
+            self._remember(event)  # older than what a settings snapshot already showed: history only
+            return
+        if event.source_process_id is not None:
+            self.state.stopped.pop(event.component_address, None)
+        self._remember(event)
         if event.event_type is SettingsEventType.INITIAL_SETTINGS and previous is not None \
                 and previous.source_process_id is not None:
             # As on the server, a live value the owning process reported wins over a session's

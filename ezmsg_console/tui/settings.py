@@ -149,6 +149,8 @@ class SettingsPane(Pane):
         title.append(f" · {info.kind} · ")
         title.append("dynamic" if info.dynamic else "fixed settings", style="green" if info.dynamic else "yellow")
         title.append(f" · {info.process or 'no process'} · seq {state.seq}")
+        if address in self.state.stopped:
+            title.append(" · stopped: its process exited (the last value it had)", style="bold yellow")
         if self.console.read_only:
             title.append(" · read-only console", style="bold yellow")
         self.query_one("#fields-title", Static).update(title)

@@ -6,6 +6,7 @@ only assume the demo's schema (cutoff_hz: float in [0.5, 200] Hz).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -328,3 +329,37 @@ async def test_arrow_keys_step_a_number_within_its_bounds(console: Any) -> None:
         assert editor.candidate == 200.0 and editor.reason is None
         await pilot.press("escape")
         assert _cutoff(app) == before  # nothing applied
+
+
+async def test_a_stopped_pipeline_leaves_no_ghost_settings_and_no_invented_change() -> None:
+    """The pipeline stops: its workers leave (the server falls back to the declared initial values,
+    which is nobody's change: not shown as one), then its session: its components leave Settings."""
+    from ezmsg_console.runtime.embedded import EmbeddedDemo
+    from ezmsg_console.server import GraphServer
+
+    from ..conftest import TIMEOUT
+    from .conftest import open_console
+
+    server = GraphServer("127.0.0.1:0")
+    address = server.start_in_thread(TIMEOUT)
+    pipeline = EmbeddedDemo(address)
+    pipeline.start_pipeline_only()
+    try:
+        async with open_console(address) as (app, pilot):
+            new = _new_cutoff(app)
+            await app.monitor.update_setting(FILTER, "cutoff_hz", new)
+            await wait_until(pilot, lambda: _cutoff(app) == new, "our edit in the unit")
+            pane = _pane(app)
+            components = pane.table("components")
+            await wait_until(pilot, lambda: FILTER in components.shown_keys, "FILTER listed")
+            await asyncio.to_thread(pipeline.stop)
+            await wait_until(pilot, lambda: FILTER not in app.monitor.state.settings
+                             and FILTER not in components.shown_keys, "the stopped pipeline's settings gone",
+                             timeout=3 * TIMEOUT)
+            history = list(app.monitor.state.settings_history.get(FILTER, ()))
+            assert history and history[-1].source_process_id is not None  # the last change is the unit's own
+            assert history[-1].value.structured_value["cutoff_hz"] == new  # no change back to the default
+            await app.shutdown()
+    finally:
+        pipeline.stop()
+        server.stop_thread()
