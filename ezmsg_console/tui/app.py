@@ -255,6 +255,7 @@ class ConsoleApp(App[int]):
         self.read_only = True
         self.monitor.read_only = True
         self.header.read_only = True
+        self.screen.refresh_bindings()  # the edit and trace keys leave the footer
         self._pending |= ALL_KINDS
         self._on_monitor_change("clock")
         self.notify("read-only: edits and tracing are now refused")

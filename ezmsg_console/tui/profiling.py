@@ -61,6 +61,7 @@ class ProfilingPane(Pane):
             "median. tab switches table; the panel below follows the selected row; t traces it for 60 s.")
     BINDINGS = [
         Binding("t", "toggle_trace", "Trace on/off"),
+        Binding("t", "read_only_trace", "Trace on/off", show=False),  # read-only: not in the footer, says why
         Binding("tab", "other_table", "Other table", show=False),
     ]
     DEFAULT_CSS = """
@@ -193,6 +194,17 @@ class ProfilingPane(Pane):
             self.publishers.table.focus()
 
     # -- tracing ---------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only: tracing leaves the footer (its key then only says why not)."""
+        if action == "toggle_trace":
+            return not self.console.read_only
+        if action == "read_only_trace":
+            return self.console.read_only
+        return True
+
+    def action_read_only_trace(self) -> None:
+        self.action_toggle_trace()
 
     def action_toggle_trace(self) -> None:
         """Toggle tracing of the selected row (60 s TTL); refused in read-only mode."""

@@ -56,7 +56,9 @@ class SettingsPane(Pane):
             "settings. Bottom: the component's settings events.")
     BINDINGS = [
         Binding("e", "edit", "Edit"),
+        Binding("e", "read_only_key('edit')", "Edit", show=False),  # read-only: not in the footer, still says why
         Binding("u", "undo", "Undo"),
+        Binding("u", "read_only_key('undo')", "Undo", show=False),
         Binding("d", "diff", "Diff"),
         Binding("h", "focus_table('components')", "Focus the components", show=False),
         Binding("l", "focus_table('fields')", "Focus the fields", show=False),
@@ -251,6 +253,17 @@ class SettingsPane(Pane):
     def _refusal(self, row: sr.FieldRow | None) -> str | None:
         return sr.edit_refusal(self._infos.get(self.selected or ""), row, read_only_console=self.console.read_only,
                                connected=not self.state.stale)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only: edit and undo leave the footer (their keys then only say why not)."""
+        if action in ("edit", "undo"):
+            return not self.console.read_only
+        if action == "read_only_key":
+            return self.console.read_only
+        return True
+
+    def action_read_only_key(self, what: str) -> None:
+        self.action_undo() if what == "undo" else self.action_edit()
 
     def action_edit(self) -> None:
         row = self._fields.get(self.table("fields").selected_key or "")

@@ -177,3 +177,22 @@ async def test_the_connect_prompt_refuses_a_bad_address(console: Any) -> None:
         assert app.screen is prompt and "port must be a number from 0 to 65535" in (prompt.reason or "")
         await pilot.press("escape")
         assert not isinstance(app.screen, PromptScreen) and app.monitor.address == address
+
+
+async def test_read_only_hides_the_edit_and_trace_keys_from_the_footer(console: Any) -> None:
+    def shown(app: Any) -> set[str]:
+        return {key for key, active in app.screen.active_bindings.items() if active.binding.show}
+
+    async with console() as (app, pilot):
+        await pilot.press("1")
+        assert {"e", "u"} <= shown(app)
+        await pilot.press("3")
+        assert "t" in shown(app)
+    async with console(read_only=True) as (app, pilot):
+        await pilot.press("1")
+        assert not {"e", "u"} & shown(app)
+        await pilot.press("3")
+        assert "t" not in shown(app)
+        await pilot.press("t")  # the key still says why
+        await wait_until(pilot, lambda: any("read-only" in str(n.message) for n in app._notifications),
+                         "the read-only refusal")
