@@ -147,7 +147,10 @@ class LiveTable(Vertical):
 
     def _label(self, col: Column) -> Text:
         if self.columns.index(col) == self.sort_index:
-            return Text(f"{col.label} {'▼' if self.reverse else '▲'}", style="bold")
+            label = col.label
+            if col.width is not None and len(label) + 2 > col.width:  # shorten the name, never the arrow
+                label = label[:max(1, col.width - 3)] + "…"
+            return Text(f"{label} {'▼' if self.reverse else '▲'}", style="bold")
         return Text(col.label)
 
     # -- data ------------------------------------------------------------

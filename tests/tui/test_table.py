@@ -147,3 +147,14 @@ async def test_keys_and_clicks_move_activate_and_sort() -> None:
         await pilot.click(table.table, offset=(14, 0))  # again: inverted
         await pilot.pause()
         assert table.reverse and table.shown_keys[0] == "k0029" and table.selected_key == "k0002"
+
+
+def test_the_sort_arrow_is_never_cut_off_in_a_narrow_column() -> None:
+    from ezmsg_console.tui.table import LiveTable, columns
+
+    table = LiveTable(columns([("name", "a long column name", 8), ("rate", "rate", None)]), sort_column=0)
+    label = table._label(table.columns[0])
+    assert label.plain.endswith(" ▲") and label.cell_len <= 8, label.plain
+    table.reverse = True
+    assert table._label(table.columns[0]).plain.endswith(" ▼")
+    assert table._label(table.columns[1]).plain == "rate"
