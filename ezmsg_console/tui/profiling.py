@@ -51,6 +51,11 @@ def _build(_key: str, record: pr.Record) -> tuple[Cell, ...]:
     return _cells(pr.record_cells(record))
 
 
+DETAIL_MAX, DETAIL_MIN = 13, 4
+TABLE_MIN = 6
+"""Lines each table keeps before the detail panel shrinks (a header, a few rows, the filter line)."""
+
+
 class ProfilingPane(Pane):
     TAB_ID = "profiling"
     KINDS = frozenset({"profiling", "trace", "clock", "connection"})
@@ -82,6 +87,14 @@ class ProfilingPane(Pane):
         yield Static(Text("Subscribers", style="bold"), id="prof-subs-title", classes="pane-title")
         yield LiveTable(columns(pr.SUB_COLUMNS), sort_column=1, id="prof-subs")
         yield Static(id="prof-detail")
+
+    def on_resize(self) -> None:
+        """On a short terminal the detail panel gives way, so both tables keep a few rows each
+        (13 lines when there is room; at 80x24 about 6)."""
+        detail = self.query_one("#prof-detail", Static)
+        height = max(DETAIL_MIN, min(DETAIL_MAX, self.size.height - 2 - 2 * TABLE_MIN))
+        if detail.styles.height is None or detail.styles.height.value != height:
+            detail.styles.height = height
 
     @property
     def publishers(self) -> LiveTable:

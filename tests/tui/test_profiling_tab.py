@@ -134,3 +134,15 @@ async def test_sort_and_filter_keep_the_selected_row(console: Any) -> None:
         assert pane.selected_key == key
         await pilot.press("escape")
         assert subs.filter_text == "" and subs.selected_key == key
+
+
+async def test_at_80x24_both_tables_keep_rows_and_the_detail_panel_shrinks(console: Any) -> None:
+    async with opened(console) as (app, pilot):
+        pane = await _open(app, pilot)
+        detail = pane.query_one("#prof-detail")
+        assert detail.outer_size.height == 13  # 120x40: room for the whole panel
+        await pilot.resize_terminal(80, 24)
+        await wait_until(pilot, lambda: detail.outer_size.height < 13, "the detail panel giving way")
+        for table in (pane.publishers, pane.subscribers):
+            assert table.outer_size.height >= 4, (table.id, table.outer_size)  # a header and a few rows each
+        assert detail.outer_size.height >= 4
