@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 COMPONENT_COLUMNS = [Column("address", "component", 15), Column("kind", "kind", 4), Column("edit", "edit", 4),
                      Column("fields", "#f", 2)]
-FIELD_COLUMNS = [Column("field", "field", 15), Column("value", "value", 12), Column("type", "type", 5),
+FIELD_COLUMNS = [Column("field", "field", 15), Column("value", "value", 12), Column("type", "type", None),
                  Column("limits", "bounds/choices", 14), Column("changed", "last change", 15),
                  Column("note", "description", None)]
 HISTORY_COLUMNS = [Column("seq", "seq", 6), Column("type", "event", 7), Column("source", "source", 12),
