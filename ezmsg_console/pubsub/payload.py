@@ -101,6 +101,11 @@ class Encoded:
 # -- encoding -------------------------------------------------------------------
 
 
+def _sendable(dtype: np.dtype) -> bool:
+    """Whether arrays of ``dtype`` can travel: no objects, no structured fields, a known kind, a size."""
+    return not (dtype.hasobject or dtype.fields is not None or dtype.kind not in _DTYPE_KINDS or dtype.itemsize == 0)
+
+
 def _array_parts(arr: np.ndarray, index: int | None) -> tuple[bytes, memoryview]:
     """(metadata, flat byte view of the C-contiguous data); refuses arrays that cannot travel.
 
@@ -111,7 +116,7 @@ def _array_parts(arr: np.ndarray, index: int | None) -> tuple[bytes, memoryview]
             raise LocalProtocolError("masked arrays cannot be sent (send data and mask separately)")
         arr = arr.view(np.ndarray)
     dt = arr.dtype
-    if dt.hasobject or dt.fields is not None or dt.kind not in _DTYPE_KINDS or dt.itemsize == 0:
+    if not _sendable(dt):
         raise LocalProtocolError(f"numpy arrays of dtype {dt!r} cannot be sent")
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)  # one extra copy for strided / Fortran-ordered input
@@ -168,7 +173,7 @@ def _dataclass_plan(cls: type) -> tuple[str, tuple[str, ...]] | None:
 def _array_ext(dtype: np.dtype, shape: tuple[int, ...], index: int) -> msgpack.ExtType | None:
     """The ext-1 reference to buffer ``index`` holding a C-contiguous array of ``dtype`` and
     ``shape``; None if the dtype cannot travel (the general path then says why). Memoized."""
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in _DTYPE_KINDS or dtype.itemsize == 0:
+    if not _sendable(dtype):
         return None
     return msgpack.ExtType(EXT_NDARRAY, _array_meta(dtype.str, shape, index))
 
